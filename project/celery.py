@@ -1,0 +1,27 @@
+"""The Celery app: configured from Django settings (``CELERY_*``), tasks found in every app."""
+
+import os
+
+from celery import Celery, signals
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+
+app = Celery("project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def _use_django_logging(**kwargs):
+    """Connected so Celery leaves logging alone: Django's LOGGING (structlog) already applies."""
+
+
+@app.on_after_configure.connect
+def _prepare_embedded_broker(sender, **kwargs):
+    """The filesystem broker does not create its folders; make them before first use."""
+    from django.conf import settings
+
+    if sender.conf.broker_url.startswith("filesystem://"):
+        for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+            os.makedirs(sender.conf.broker_transport_options[key], exist_ok=True)
+    os.makedirs(settings.VAR_DIR, exist_ok=True)

@@ -1,0 +1,52 @@
+"""The default schedule of every job, declared once.
+
+These are *defaults*: ``seed_schedules`` (and migration 0002) create the rows that are missing
+in django-celery-beat's tables and never overwrite one an admin has edited. The running beat
+reads the tables, not this file. ``CELERY_BEAT_SCHEDULE`` stays empty on purpose.
+
+Celery's crontab counts day_of_week 0 as Sunday, like Unix cron.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DefaultSchedule:
+    name: str  # PeriodicTask.name: the stable key a seed looks rows up by
+    task: str
+    crontab: dict  # minute, hour, day_of_week, day_of_month, month_of_year (missing = "*")
+    kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+    def crontab_fields(self) -> dict:
+        fields = dict.fromkeys(
+            ("minute", "hour", "day_of_week", "day_of_month", "month_of_year"), "*"
+        )
+        fields.update(self.crontab)
+        return {**fields, "timezone": "UTC"}
+
+
+DEFAULT_SCHEDULES = (
+    DefaultSchedule(
+        name="expire-coupons",
+        task="scheduling.expire_coupons",
+        crontab={"minute": "*"},  # * * * * *  every minute
+        description="Active coupons whose expires_at has passed become expired.",
+    ),
+    DefaultSchedule(
+        name="flag-expiring-cards",
+        task="scheduling.flag_expiring_cards",
+        crontab={"minute": "15"},  # 15 * * * *  at minute 15 of every hour
+        kwargs={"within_days": 30},
+        description="Flag payment cards whose validity ends within 30 days.",
+    ),
+    DefaultSchedule(
+        name="delete-stale-checkouts",
+        task="scheduling.delete_stale_checkouts",
+        crontab={"minute": "30", "hour": "3"},  # 30 3 * * *  at 03:30 UTC every day
+        kwargs={"older_than_days": 7},
+        description="Delete checkout sessions not completed and not updated for 7 days.",
+    ),
+)
+
+DEFAULTS_BY_NAME = {schedule.name: schedule for schedule in DEFAULT_SCHEDULES}
