@@ -1,10 +1,11 @@
 """Set-based work in bounded batches by primary key.
 
-Each batch is one short transaction over at most ``batch_size`` rows of the queryset, found by
-keyset pagination on the primary key (never OFFSET over the table, never one statement over the
-whole table, never a per-row save). The queryset's own filter is applied again inside each
-batch's write, so a row that stopped matching between the read and the write is left alone and a
-second run is a no-op.
+Each batch is one short transaction over a primary-key range of at most ``batch_size`` keys,
+``(lo, lo + batch_size]``, with the queryset's own filter applied inside the write. The range
+makes every batch an index range scan of bounded size whatever the planner thinks of the filter
+(keyset pagination with ``ORDER BY pk LIMIT`` over a filtered set can degrade into sorting every
+due row once per batch when statistics are stale). Re-applying the filter in the write means a row
+that stopped matching meanwhile is left alone, and a second run is a no-op.
 
 On Celery's soft time limit the run stops between batches: committed batches stay, the batch in
 flight rolls back, and the result says it was partial.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Max, Min, QuerySet
 
 
 @dataclass
@@ -33,34 +34,39 @@ def run_in_batches(
     batch_size: int,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> BatchResult:
-    """Apply ``apply(chunk) -> rows changed`` to ``queryset`` in primary-key batches.
+    """Apply ``apply(chunk) -> rows changed`` to ``queryset`` in primary-key range batches.
 
-    Steps per batch:
-    1. find the primary key of the batch's last row (``LIMIT 1 OFFSET batch_size - 1`` after
-       the previous batch's last key, so the read is bounded by the batch, not the table);
-    2. in one transaction, apply the change to matching rows in (previous key, that key];
-    3. stop when fewer than ``batch_size`` rows were left.
+    Steps:
+    1. find the lowest and highest matching primary key (one query);
+    2. per batch, in one transaction, apply the change to matching rows in ``(lo, lo + size]``;
+    3. after a batch that matched nothing, jump to the next matching key, so sparse work on a
+       large table costs a query per gap rather than a batch per ``batch_size`` keys.
+    Rows that start matching after step 1 above the highest key wait for the next run.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     result = BatchResult()
-    ordered = queryset.order_by("pk")
-    last_pk = None
     try:
-        while True:
+        bounds = queryset.aggregate(lo=Min("pk"), hi=Max("pk"))
+        if bounds["lo"] is None:
+            return result
+        lo, hi = bounds["lo"] - 1, bounds["hi"]  # lo is exclusive
+        while lo < hi:
             started = time.perf_counter()
-            window = ordered if last_pk is None else ordered.filter(pk__gt=last_pk)
-            upper = list(window.values_list("pk", flat=True)[batch_size - 1 : batch_size])
-            chunk = window.filter(pk__lte=upper[0]) if upper else window
+            upper = min(lo + batch_size, hi)
             with transaction.atomic(using=queryset.db):
-                changed = apply(chunk)
+                changed = apply(queryset.filter(pk__gt=lo, pk__lte=upper))
             result.changed += changed
             result.batches += 1
             if on_batch is not None:
                 on_batch(changed, time.perf_counter() - started)
-            if not upper:
-                return result
-            last_pk = upper[0]
+            lo = upper
+            if not changed and lo < hi:
+                following = queryset.filter(pk__gt=lo, pk__lte=hi).aggregate(next=Min("pk"))
+                if following["next"] is None:
+                    break
+                lo = following["next"] - 1
+        return result
     except SoftTimeLimitExceeded:
         # Raised asynchronously by the worker; the batch in flight rolled back with its atomic.
         result.partial = True

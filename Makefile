@@ -1,0 +1,50 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and make:
+#   make run   - install, migrate, seed, and start web + worker + beat (Ctrl-C stops them all)
+#   make test  - the whole suite against PostgreSQL and Redis (+ a smoke test of the embedded default)
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+MANAGE := $(VENV)/bin/python manage.py
+export UV_PYTHON_DOWNLOADS := never
+
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing_bench
+
+.PHONY: install run test lint bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==0.13.9"
+
+run: export DJANGO_DEBUG ?= 1
+run: export LOG_FORMAT ?= console
+run: install
+	$(MANAGE) migrate --noinput
+	$(MANAGE) seed_schedules
+	$(MANAGE) seed_demo_data --if-empty
+	$(MANAGE) ensure_admin
+	exec $(VENV)/bin/honcho --no-colour -f Procfile start
+
+test: export DATABASE_URL = $(TEST_DATABASE_URL)
+test: export CELERY_BROKER_URL = $(TEST_REDIS_URL)
+test: export DJANGO_DEBUG = 0
+test: export DJANGO_SECRET_KEY = test-only-secret-key-not-used-anywhere-else-0123456789
+test: export DJANGO_SECURE_SSL_REDIRECT = 0
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: export DATABASE_URL = $(BENCH_DATABASE_URL)
+bench: export DJANGO_DEBUG = 1
+bench: install
+	$(VENV)/bin/python bench/jobs.py $(BENCH_ARGS)

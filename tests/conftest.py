@@ -1,0 +1,35 @@
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+
+
+def pytest_sessionstart(session):
+    # The suite is about PostgreSQL behaviour (batches, locks, constraints): refuse to pass
+    # quietly on SQLite. `make test` sets DATABASE_URL; the embedded default has its own tests.
+    if connection.vendor != "postgresql":
+        pytest.exit(
+            "tests need PostgreSQL: run `make test`, or set DATABASE_URL=postgres://... "
+            "and CELERY_BROKER_URL=redis://...",
+            returncode=2,
+        )
+
+
+@pytest.fixture
+def superuser(db):
+    return get_user_model().objects.create_superuser("root", "root@example.invalid", "pw")
+
+
+@pytest.fixture
+def admin_client(client, superuser):
+    client.force_login(superuser)
+    return client
+
+
+@pytest.fixture
+def view_only_client(client, db):
+    """Staff who may look at the schedules and billing rows but change nothing."""
+    user = get_user_model().objects.create_user("viewer", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(user)
+    return client
