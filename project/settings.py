@@ -86,6 +86,9 @@ else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
 
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # The one piece of start-up I/O: SQLite cannot create the folder its file lives in, and
+    # "unable to open database file" tells nobody that VAR_DIR is simply missing.
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Web, worker and beat share one file: WAL lets readers run beside the writer, IMMEDIATE
     # transactions take the write lock up front (no upgrade deadlocks), and the timeout waits
     # for the lock instead of failing with "database is locked".

@@ -7,14 +7,20 @@ makes every batch an index range scan of bounded size whatever the planner think
 due row once per batch when statistics are stale). Re-applying the filter in the write means a row
 that stopped matching meanwhile is left alone, and a second run is a no-op.
 
-On Celery's soft time limit the run stops between batches: committed batches stay, the batch in
-flight rolls back, and the result says it was partial.
+On Celery's soft time limit the run stops between batches: the batch in flight finishes and is
+counted, committed batches stay, and the result says it was partial. (The prefork pool raises
+``SoftTimeLimitExceeded`` from a SIGUSR1 handler, so it can land anywhere, including just after
+a COMMIT and before the count; ``_soft_limit_deferred`` holds it until the batch is accounted for.)
 """
 
+import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+from billiard.pool import SIG_SOFT_TIMEOUT
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import transaction
 from django.db.models import Max, Min, QuerySet
@@ -54,10 +60,11 @@ def run_in_batches(
         while lo < hi:
             started = time.perf_counter()
             upper = min(lo + batch_size, hi)
-            with transaction.atomic(using=queryset.db):
-                changed = apply(queryset.filter(pk__gt=lo, pk__lte=upper))
-            result.changed += changed
-            result.batches += 1
+            with _soft_limit_deferred():
+                with transaction.atomic(using=queryset.db):
+                    changed = apply(queryset.filter(pk__gt=lo, pk__lte=upper))
+                result.changed += changed
+                result.batches += 1
             if on_batch is not None:
                 on_batch(changed, time.perf_counter() - started)
             lo = upper
@@ -68,6 +75,29 @@ def run_in_batches(
                 lo = following["next"] - 1
         return result
     except SoftTimeLimitExceeded:
-        # Raised asynchronously by the worker; the batch in flight rolled back with its atomic.
         result.partial = True
         return result
+
+
+@contextmanager
+def _soft_limit_deferred():
+    """Hold the worker's soft-limit signal while a batch commits and is counted; deliver it after.
+
+    Only where Python lets us (the main thread, with a Python-level handler installed, as in a
+    prefork pool child); elsewhere this does nothing and the limit lands as usual.
+    """
+    if SIG_SOFT_TIMEOUT is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(SIG_SOFT_TIMEOUT)
+    if not callable(handler):
+        yield
+        return
+    pending = []
+    signal.signal(SIG_SOFT_TIMEOUT, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(SIG_SOFT_TIMEOUT, handler)
+        if pending:
+            handler(*pending[0])  # raises SoftTimeLimitExceeded, now between batches

@@ -1,0 +1,89 @@
+"""Start and stop real ``celery worker`` / ``celery beat`` processes for end-to-end tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Service:
+    def __init__(self, name: str, argv: list[str], env: dict, log_dir: Path):
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = log_dir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Service":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        code, self.proc = self.proc.returncode, None
+        return code
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return f"--- {self.name} log ({self.log_path}) ---\n" + "\n".join(text[-lines:])
+
+
+def celery(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "project", *args]
+
+
+def worker(env: dict, log_dir: Path, hostname: str) -> Service:
+    return Service(
+        "worker",
+        celery("worker", "-E", "--loglevel=INFO", "--pool=prefork", "--concurrency=1",
+               f"--hostname={hostname}", "--without-mingle", "--without-gossip"),
+        env, log_dir,
+    )
+
+
+def beat(env: dict, log_dir: Path) -> Service:
+    return Service("beat", celery("beat", "--loglevel=INFO"), env, log_dir)
+
+
+def wait_for_ping(env: dict, hostname: str, timeout: float = 60) -> str:
+    """``celery inspect ping`` until the worker answers; returns what the command printed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(
+            celery("inspect", "ping", "--timeout=2", f"--destination={hostname}"),
+            cwd=ROOT, env=env, capture_output=True, text=True,
+        )
+        if done.returncode == 0 and "pong" in done.stdout:
+            return done.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"worker {hostname} never answered ping:\n{done.stdout}{done.stderr}")
+        time.sleep(0.5)
+
+
+def eventually(probe, check, timeout: float, what: str, services=()):
+    """Poll ``probe()`` until ``check(value)`` holds (observing other processes, so polling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            logs = "\n".join(s.log_tail() for s in services)
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value}\n{logs}")
+        time.sleep(0.5)
