@@ -1,0 +1,87 @@
+"""Settings come from the environment and reject bad values with a clear ImproperlyConfigured."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL, s.CELERY_VISIBILITY_TIMEOUT)"
+)
+
+
+def run(code, tmp_path, **env):
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_URL"))}
+    clean.update(DJANGO_SETTINGS_MODULE="project.settings", VAR_DIR=str(tmp_path), **env)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG='maybe' is not a boolean"),
+        ({"DJANGO_DEBUG": "0"}, "DJANGO_SECRET_KEY is required"),
+        ({"DATABASE_URL": "mysql://u@h/db"}, "only postgres:// and sqlite:// are supported"),
+        ({"DATABASE_URL": "nonsense"}, "DATABASE_URL is not a valid database URL"),
+        ({"CELERY_BROKER_URL": "amqp://guest@localhost//"}, "must be a redis://"),
+        ({"CELERY_TASK_SOFT_TIME_LIMIT": "60", "CELERY_TASK_TIME_LIMIT": "60"},
+         "must be greater than CELERY_TASK_SOFT_TIME_LIMIT"),
+        ({"CELERY_TASK_TIME_LIMIT": "ten"}, "CELERY_TASK_TIME_LIMIT='ten' is not an integer"),
+        ({"CELERY_VISIBILITY_TIMEOUT": "100"}, "must be longer than CELERY_TASK_TIME_LIMIT"),
+        ({"SCHEDULING_BATCH_SIZE": "0"}, "SCHEDULING_BATCH_SIZE=0 must be at least 1"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not one of"),
+    ],
+)
+def test_bad_values_stop_start_up_with_a_clear_reason(env, message, tmp_path):
+    done = run(PROBE, tmp_path, **{"DJANGO_DEBUG": "1", **env})
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr
+    assert message in done.stderr
+
+
+def test_embedded_default_needs_no_server(tmp_path):
+    done = run(PROBE, tmp_path, DJANGO_DEBUG="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["django.db.backends.sqlite3", "filesystem://", "3600"]
+
+
+def test_urls_select_postgres_and_redis(tmp_path):
+    done = run(PROBE, tmp_path, DJANGO_DEBUG="1", DATABASE_URL="postgres://u@db:5432/billing",
+               CELERY_BROKER_URL="redis://cache:6379/0")
+    assert done.stdout.split() == [
+        "django.db.backends.postgresql", "redis://cache:6379/0", "3600"
+    ]
+
+
+def test_celery_is_json_only_with_late_acks_and_limits(tmp_path):
+    code = (
+        "from project.celery import app; c = app.conf; "
+        "print(c.task_serializer, c.result_serializer, c.accept_content, c.result_accept_content, "
+        "c.worker_prefetch_multiplier, c.task_soft_time_limit, c.task_time_limit, "
+        "c.beat_scheduler, c.beat_schedule, c.result_extended, c.result_backend)"
+    )
+    done = run(code, tmp_path, DJANGO_DEBUG="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "json json ['json'] ['json'] 1 300 360 "
+        "django_celery_beat.schedulers:DatabaseScheduler {} True django-db"
+    )
+
+
+def test_check_deploy_is_clean_for_production_settings(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT, capture_output=True, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
+        | {"DJANGO_DEBUG": "0", "DJANGO_ALLOWED_HOSTS": "billing.example.com",
+           "DJANGO_SECRET_KEY": "k" * 20 + "Q7!xZ2@pL9#mN4$vB8%cR1^tY6&uW3*sE5(dF0)gH",
+           "VAR_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no issues" in done.stdout
