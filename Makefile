@@ -45,6 +45,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: export DATABASE_URL = $(BENCH_DATABASE_URL)
-bench: export DJANGO_DEBUG = 1
+bench: export DJANGO_DEBUG = 0
+bench: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
 bench: install
 	$(VENV)/bin/python bench/jobs.py $(BENCH_ARGS)
