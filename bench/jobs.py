@@ -64,7 +64,9 @@ def main():
     from scheduling.models import CheckoutSession, Coupon, PaymentCard
 
     call_command("migrate", verbosity=0)
-    batch_size = settings.SCHEDULING_BATCH_SIZE
+    from scheduling.tasks import _batching
+
+    batching = _batching()
 
     def reset(model, seed, rows, now):
         with connection.cursor() as cur:
@@ -77,7 +79,7 @@ def main():
         dict(
             name="expire_coupons", model=Coupon, seed=demo.seed_coupons,
             due=lambda now: Coupon.objects.due(now=now),
-            job=lambda now, **kw: Coupon.objects.expire_due(now=now, batch_size=batch_size, **kw),
+            job=lambda now, **kw: Coupon.objects.expire_due(now=now, **batching, **kw),
             single=lambda now: Coupon.objects.due(now=now).update(status="expired", expired_at=now),
             naive=lambda obj, now: (setattr(obj, "status", "expired"),
                                     setattr(obj, "expired_at", now), obj.save()),
@@ -86,7 +88,7 @@ def main():
             name="flag_expiring_cards", model=PaymentCard, seed=demo.seed_cards,
             due=lambda now: PaymentCard.objects.expiring(now=now, within_days=30),
             job=lambda now, **kw: PaymentCard.objects.flag_expiring(
-                now=now, within_days=30, batch_size=batch_size, **kw),
+                now=now, within_days=30, **batching, **kw),
             single=lambda now: PaymentCard.objects.expiring(now=now, within_days=30).update(
                 expiry_flagged_at=now),
             naive=lambda obj, now: (setattr(obj, "expiry_flagged_at", now), obj.save()),
@@ -95,14 +97,14 @@ def main():
             name="delete_stale_checkouts", model=CheckoutSession, seed=demo.seed_checkouts,
             due=lambda now: CheckoutSession.objects.stale(now=now, older_than_days=7),
             job=lambda now, **kw: CheckoutSession.objects.delete_stale(
-                now=now, older_than_days=7, batch_size=batch_size, **kw),
+                now=now, older_than_days=7, **batching, **kw),
             single=lambda now: CheckoutSession.objects.stale(now=now, older_than_days=7).delete()[0],
             naive=lambda obj, now: obj.delete(),
         ),
     ]
 
     rows = args.rows
-    print(f"# {rows:,} due rows per run, batch size {batch_size}, PostgreSQL "
+    print(f"# {rows:,} due rows per run, batching {batching}, PostgreSQL "
           f"{connection.pg_version // 10000}, naive loop sampled on {args.sample:,} rows\n")
     table = [
         "| job | batched job rows/s | single statement rows/s | ratio job/single (time) "

@@ -198,8 +198,16 @@ CELERY_BEAT_SCHEDULE: dict = {}
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
 # --- The jobs -------------------------------------------------------------------------------------
-# Rows per batch transaction: small enough that one batch holds its locks for milliseconds.
+# Primary keys per batch transaction: the first batch's size; later batches adapt (doubling or
+# halving) to take about SCHEDULING_BATCH_TARGET_MS each, never more than SCHEDULING_BATCH_MAX keys.
 SCHEDULING_BATCH_SIZE = env_int("SCHEDULING_BATCH_SIZE", 2000, minimum=1)
+SCHEDULING_BATCH_MAX = env_int("SCHEDULING_BATCH_MAX", 50_000, minimum=1)
+SCHEDULING_BATCH_TARGET_MS = env_int("SCHEDULING_BATCH_TARGET_MS", 50, minimum=1)
+if SCHEDULING_BATCH_MAX < SCHEDULING_BATCH_SIZE:
+    raise ImproperlyConfigured(
+        f"SCHEDULING_BATCH_MAX ({SCHEDULING_BATCH_MAX}) must be at least "
+        f"SCHEDULING_BATCH_SIZE ({SCHEDULING_BATCH_SIZE})."
+    )
 
 # --- Logging (structlog for Django and Celery) ----------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper()

@@ -1,11 +1,15 @@
 """Set-based work in bounded batches by primary key.
 
-Each batch is one short transaction over a primary-key range of at most ``batch_size`` keys,
-``(lo, lo + batch_size]``, with the queryset's own filter applied inside the write. The range
+Each batch is one short transaction over a primary-key range ``(lo, lo + size]``, with the queryset's own filter applied inside the write. The range
 makes every batch an index range scan of bounded size whatever the planner thinks of the filter
 (keyset pagination with ``ORDER BY pk LIMIT`` over a filtered set can degrade into sorting every
 due row once per batch when statistics are stale). Re-applying the filter in the write means a row
 that stopped matching meanwhile is left alone, and a second run is a no-op.
+
+The size adapts to the work, between 1 and ``max_batch_size`` keys starting at ``batch_size``:
+it doubles while a batch takes under half of ``target_seconds`` and halves when one takes longer.
+Cheap rows (a DELETE) get large batches, so the per-commit cost stops dominating; expensive rows
+(an UPDATE that touches several indexes) get small ones, so no batch holds its locks for long.
 
 On Celery's soft time limit the run stops between batches: the batch in flight finishes and is
 counted, committed batches stay, and the result says it was partial. (The prefork pool raises
@@ -38,6 +42,8 @@ def run_in_batches(
     apply: Callable[[QuerySet], int],
     *,
     batch_size: int,
+    max_batch_size: int | None = None,
+    target_seconds: float = 0.05,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> BatchResult:
     """Apply ``apply(chunk) -> rows changed`` to ``queryset`` in primary-key range batches.
@@ -51,6 +57,8 @@ def run_in_batches(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    max_batch_size = max(batch_size, max_batch_size or batch_size)
+    size = batch_size
     result = BatchResult()
     try:
         bounds = queryset.aggregate(lo=Min("pk"), hi=Max("pk"))
@@ -59,14 +67,19 @@ def run_in_batches(
         lo, hi = bounds["lo"] - 1, bounds["hi"]  # lo is exclusive
         while lo < hi:
             started = time.perf_counter()
-            upper = min(lo + batch_size, hi)
+            upper = min(lo + size, hi)
             with _soft_limit_deferred():
                 with transaction.atomic(using=queryset.db):
                     changed = apply(queryset.filter(pk__gt=lo, pk__lte=upper))
                 result.changed += changed
                 result.batches += 1
+            elapsed = time.perf_counter() - started
             if on_batch is not None:
-                on_batch(changed, time.perf_counter() - started)
+                on_batch(changed, elapsed)
+            if elapsed > target_seconds:
+                size = max(1, size // 2)
+            elif changed and elapsed < target_seconds / 2:
+                size = min(max_batch_size, size * 2)
             lo = upper
             if not changed and lo < hi:
                 following = queryset.filter(pk__gt=lo, pk__lte=hi).aggregate(next=Min("pk"))

@@ -19,12 +19,11 @@ class CouponQuerySet(models.QuerySet):
         """Active coupons whose expiry has come (a coupon is valid strictly before expires_at)."""
         return self.filter(status=Coupon.Status.ACTIVE, expires_at__lte=now)
 
-    def expire_due(self, *, now: datetime, batch_size: int, on_batch=None) -> BatchResult:
+    def expire_due(self, *, now: datetime, **batching) -> BatchResult:
         return run_in_batches(
             self.due(now=now),
             lambda chunk: chunk.update(status=Coupon.Status.EXPIRED, expired_at=now),
-            batch_size=batch_size,
-            on_batch=on_batch,
+            **batching,
         )
 
 
@@ -78,14 +77,11 @@ class PaymentCardQuerySet(models.QuerySet):
             expiry_flagged_at__isnull=True,
         )
 
-    def flag_expiring(
-        self, *, now: datetime, within_days: int, batch_size: int, on_batch=None
-    ) -> BatchResult:
+    def flag_expiring(self, *, now: datetime, within_days: int, **batching) -> BatchResult:
         return run_in_batches(
             self.expiring(now=now, within_days=within_days),
             lambda chunk: chunk.update(expiry_flagged_at=now),
-            batch_size=batch_size,
-            on_batch=on_batch,
+            **batching,
         )
 
 
@@ -135,16 +131,13 @@ class CheckoutSessionQuerySet(models.QuerySet):
             updated_at__lte=days_ago(now, older_than_days)
         )
 
-    def delete_stale(
-        self, *, now: datetime, older_than_days: int, batch_size: int, on_batch=None
-    ) -> BatchResult:
+    def delete_stale(self, *, now: datetime, older_than_days: int, **batching) -> BatchResult:
         # No signals or cascades point at CheckoutSession, so Django deletes each batch with
         # one DELETE statement instead of collecting rows first.
         return run_in_batches(
             self.stale(now=now, older_than_days=older_than_days),
             lambda chunk: chunk.delete()[0],
-            batch_size=batch_size,
-            on_batch=on_batch,
+            **batching,
         )
 
 

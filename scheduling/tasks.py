@@ -51,6 +51,14 @@ def validate_days(name: str, value, *, minimum: int, maximum: int) -> int:
     return value
 
 
+def _batching() -> dict:
+    return {
+        "batch_size": settings.SCHEDULING_BATCH_SIZE,
+        "max_batch_size": settings.SCHEDULING_BATCH_MAX,
+        "target_seconds": settings.SCHEDULING_BATCH_TARGET_MS / 1000,
+    }
+
+
 def _finish(job: str, count_name: str, result: BatchResult, now, started: float, **params):
     """Log one event for the run and return its counts (JSON-safe: it is stored as the result)."""
     outcome = {
@@ -72,7 +80,7 @@ def _finish(job: str, count_name: str, result: BatchResult, now, started: float,
 @shared_task(name="scheduling.expire_coupons", **JOB_OPTIONS)
 def expire_coupons():
     started, now = time.monotonic(), timezone.now()
-    result = Coupon.objects.expire_due(now=now, batch_size=settings.SCHEDULING_BATCH_SIZE)
+    result = Coupon.objects.expire_due(now=now, **_batching())
     return _finish("expire_coupons", "expired", result, now, started)
 
 
@@ -81,7 +89,7 @@ def flag_expiring_cards(within_days=30):
     within_days = validate_days("within_days", within_days, minimum=0, maximum=MAX_WITHIN_DAYS)
     started, now = time.monotonic(), timezone.now()
     result = PaymentCard.objects.flag_expiring(
-        now=now, within_days=within_days, batch_size=settings.SCHEDULING_BATCH_SIZE
+        now=now, within_days=within_days, **_batching()
     )
     return _finish("flag_expiring_cards", "flagged", result, now, started, within_days=within_days)
 
@@ -94,7 +102,7 @@ def delete_stale_checkouts(older_than_days=7):
     )
     started, now = time.monotonic(), timezone.now()
     result = CheckoutSession.objects.delete_stale(
-        now=now, older_than_days=older_than_days, batch_size=settings.SCHEDULING_BATCH_SIZE
+        now=now, older_than_days=older_than_days, **_batching()
     )
     return _finish(
         "delete_stale_checkouts", "deleted", result, now, started, older_than_days=older_than_days

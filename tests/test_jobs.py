@@ -142,7 +142,7 @@ def test_delete_stale_checkouts_boundaries():
 
 @time_machine.travel(NOW, tick=False)
 def test_jobs_work_in_bounded_batches(settings):
-    settings.SCHEDULING_BATCH_SIZE = 3
+    settings.SCHEDULING_BATCH_SIZE = settings.SCHEDULING_BATCH_MAX = 3
     Coupon.objects.bulk_create(
         # Ten due rows, then ten that are not due yet.
         Coupon(code=f"C{i}", expires_at=NOW + timedelta(minutes=-1 if i < 10 else 1))
@@ -161,7 +161,7 @@ def test_jobs_work_in_bounded_batches(settings):
 
 def test_soft_time_limit_stops_between_batches_and_keeps_committed_work(settings):
     """The prefork pool raises SoftTimeLimitExceeded from a SIGUSR1 handler; do exactly that."""
-    settings.SCHEDULING_BATCH_SIZE = 20
+    settings.SCHEDULING_BATCH_SIZE = settings.SCHEDULING_BATCH_MAX = 20
     Coupon.objects.bulk_create(
         (Coupon(code=f"S{i}", expires_at=datetime(2020, 1, 1, tzinfo=UTC)) for i in range(40_000)),
         batch_size=5000,
@@ -187,7 +187,7 @@ def test_soft_time_limit_stops_between_batches_and_keeps_committed_work(settings
     assert result["expired"] == expired
     assert expired % 20 == 0
     # A later run finishes the rest.
-    settings.SCHEDULING_BATCH_SIZE = 5000
+    settings.SCHEDULING_BATCH_SIZE = settings.SCHEDULING_BATCH_MAX = 5000
     assert tasks.expire_coupons.apply().get()["expired"] == 40_000 - expired
 
 
@@ -231,7 +231,7 @@ def test_transient_database_errors_are_retried_with_backoff():
 
 @time_machine.travel(NOW, tick=False)
 def test_sparse_due_rows_skip_empty_key_ranges(settings):
-    settings.SCHEDULING_BATCH_SIZE = 10
+    settings.SCHEDULING_BATCH_SIZE = settings.SCHEDULING_BATCH_MAX = 10
     rows = [Coupon(code="FIRST", expires_at=NOW - timedelta(days=1))]
     rows += [Coupon(code=f"LATER{i}", expires_at=NOW + timedelta(days=1)) for i in range(1000)]
     rows += [Coupon(code="LAST", expires_at=NOW - timedelta(days=1))]
@@ -239,3 +239,27 @@ def test_sparse_due_rows_skip_empty_key_ranges(settings):
     result = tasks.expire_coupons.apply().get()
     assert result["expired"] == 2
     assert result["batches"] <= 3  # not one per ten keys across the 1,000-row gap
+
+
+def test_batch_size_adapts_to_how_long_batches_take():
+    from scheduling.batching import run_in_batches
+
+    Coupon.objects.bulk_create(
+        Coupon(code=f"A{i}", expires_at=datetime(2020, 1, 1, tzinfo=UTC)) for i in range(3000)
+    )
+    sizes = []
+
+    def apply(chunk, delay=[0.0]):
+        import time
+
+        changed = chunk.update(status="expired", expired_at=NOW)
+        sizes.append(changed)
+        time.sleep(0.03 if len(sizes) >= 5 else 0)  # batches 5.. become slow
+        return changed
+
+    result = run_in_batches(Coupon.objects.filter(status="active"), apply, batch_size=10,
+                            max_batch_size=160, target_seconds=0.02)
+    assert result.changed == 3000
+    # Fast batches double up to the cap; a slow one halves the next.
+    assert sizes[:6] == [10, 20, 40, 80, 160, 80]
+    assert max(sizes) == 160

@@ -35,6 +35,8 @@ def run(code, tmp_path, **env):
         ({"CELERY_TASK_TIME_LIMIT": "ten"}, "CELERY_TASK_TIME_LIMIT='ten' is not an integer"),
         ({"CELERY_VISIBILITY_TIMEOUT": "100"}, "must be longer than CELERY_TASK_TIME_LIMIT"),
         ({"SCHEDULING_BATCH_SIZE": "0"}, "SCHEDULING_BATCH_SIZE=0 must be at least 1"),
+        ({"SCHEDULING_BATCH_SIZE": "100", "SCHEDULING_BATCH_MAX": "10"},
+         "SCHEDULING_BATCH_MAX (10) must be at least SCHEDULING_BATCH_SIZE (100)"),
         ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not one of"),
     ],
 )

@@ -111,7 +111,7 @@ def test_soft_time_limit_in_a_real_worker_ends_a_partial_run(tmp_path):
     from scheduling.tasks import expire_coupons
 
     scenario.add_due_rows(coupons=20_000)
-    env = InProcess(tmp_path).env | {"SCHEDULING_BATCH_SIZE": "5"}
+    env = InProcess(tmp_path).env | {"SCHEDULING_BATCH_SIZE": "5", "SCHEDULING_BATCH_MAX": "5"}
     hostname = f"e2e-soft-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
     service = worker(env, tmp_path, hostname).start()
     try:
