@@ -32,7 +32,7 @@ class Coupon(models.Model):
         ACTIVE = "active"
         EXPIRED = "expired"
 
-    code = models.CharField(max_length=64, unique=True)
+    code = models.CharField(max_length=64)
     expires_at = models.DateTimeField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     expired_at = models.DateTimeField(null=True, blank=True)
@@ -49,6 +49,9 @@ class Coupon(models.Model):
             ),
         ]
         constraints = [
+            # A constraint rather than unique=True: on PostgreSQL that would add a second,
+            # LIKE-pattern index on code that no query uses and every write pays for.
+            models.UniqueConstraint(fields=["code"], name="coupon_code_unique"),
             models.CheckConstraint(
                 condition=Q(status__in=["active", "expired"]), name="coupon_status_valid"
             ),
@@ -86,7 +89,7 @@ class PaymentCardQuerySet(models.QuerySet):
 
 
 class PaymentCard(models.Model):
-    customer_email = models.EmailField(db_index=True)
+    customer_email = models.EmailField()
     brand = models.CharField(max_length=32)
     # The last four digits only: a full card number is never stored here.
     last4 = models.CharField(max_length=4)
@@ -100,6 +103,8 @@ class PaymentCard(models.Model):
     class Meta:
         ordering = ["exp_year", "exp_month"]
         indexes = [
+            # Consumer: looking up a customer's cards (plain index: no LIKE-pattern twin).
+            models.Index(fields=["customer_email"], name="card_customer_email_idx"),
             # Consumer: PaymentCardQuerySet.expiring() (the flag_expiring_cards job).
             models.Index(
                 fields=["exp_year", "exp_month"],

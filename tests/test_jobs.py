@@ -144,16 +144,18 @@ def test_delete_stale_checkouts_boundaries():
 def test_jobs_work_in_bounded_batches(settings):
     settings.SCHEDULING_BATCH_SIZE = settings.SCHEDULING_BATCH_MAX = 3
     Coupon.objects.bulk_create(
-        # Ten due rows, then ten that are not due yet.
-        Coupon(code=f"C{i}", expires_at=NOW + timedelta(minutes=-1 if i < 10 else 1))
+        # Ten due rows, then ten already expired (the job must leave those alone).
+        Coupon(code=f"C{i}", expires_at=NOW - timedelta(minutes=1),
+               **({} if i < 10 else {"status": "expired", "expired_at": NOW}))
         for i in range(20)
     )
     with CaptureQueriesContext(connection) as queries:
         result = tasks.expire_coupons.apply().get()
     assert result["expired"] == 10
-    assert result["batches"] == 4  # 3 + 3 + 3 + 1
+    # 3 + 3 + 3 + 1 due rows, then one empty range, after which nothing further matches.
+    assert result["batches"] == 5
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
-    assert len(updates) == 4
+    assert len(updates) == 5
     # Every write is bounded by a primary-key range and re-checks the job's condition.
     assert all('"id" <=' in sql or '"id" >' in sql for sql in updates)
     assert all("status" in sql.split("WHERE", 1)[1] for sql in updates)
@@ -249,12 +251,12 @@ def test_batch_size_adapts_to_how_long_batches_take():
     )
     sizes = []
 
-    def apply(chunk, delay=[0.0]):
+    def apply(chunk):
         import time
 
         changed = chunk.update(status="expired", expired_at=NOW)
         sizes.append(changed)
-        time.sleep(0.03 if len(sizes) >= 5 else 0)  # batches 5.. become slow
+        time.sleep(0.03 if len(sizes) == 5 else 0)  # the fifth batch is slow
         return changed
 
     result = run_in_batches(Coupon.objects.filter(status="active"), apply, batch_size=10,
