@@ -34,8 +34,13 @@ def ensure_database():
     db = settings.DATABASES["default"]
     if db["ENGINE"] != "django.db.backends.postgresql":
         sys.exit("the benchmark runs on PostgreSQL: set BENCH_DATABASE_URL/DATABASE_URL")
-    conn = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"],
-                            host=db["HOST"], port=db["PORT"] or 5432)
+    conn = psycopg2.connect(
+        dbname="postgres",
+        user=db["USER"],
+        password=db["PASSWORD"],
+        host=db["HOST"],
+        port=db["PORT"] or 5432,
+    )
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
@@ -55,7 +60,6 @@ def main():
 
     ensure_database()
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
     from django.utils import timezone
@@ -78,35 +82,51 @@ def main():
 
     jobs = [
         dict(
-            name="expire_coupons", model=Coupon, seed=demo.seed_coupons,
+            name="expire_coupons",
+            model=Coupon,
+            seed=demo.seed_coupons,
             due=lambda now: Coupon.objects.due(now=now),
             job=lambda now, **kw: Coupon.objects.expire_due(now=now, **batching, **kw),
             single=lambda now: Coupon.objects.due(now=now).update(status="expired", expired_at=now),
-            naive=lambda obj, now: (setattr(obj, "status", "expired"),
-                                    setattr(obj, "expired_at", now), obj.save()),
+            naive=lambda obj, now: (
+                setattr(obj, "status", "expired"),
+                setattr(obj, "expired_at", now),
+                obj.save(),
+            ),
         ),
         dict(
-            name="flag_expiring_cards", model=PaymentCard, seed=demo.seed_cards,
+            name="flag_expiring_cards",
+            model=PaymentCard,
+            seed=demo.seed_cards,
             due=lambda now: PaymentCard.objects.expiring(now=now, within_days=30),
             job=lambda now, **kw: PaymentCard.objects.flag_expiring(
-                now=now, within_days=30, **batching, **kw),
+                now=now, within_days=30, **batching, **kw
+            ),
             single=lambda now: PaymentCard.objects.expiring(now=now, within_days=30).update(
-                expiry_flagged_at=now),
+                expiry_flagged_at=now
+            ),
             naive=lambda obj, now: (setattr(obj, "expiry_flagged_at", now), obj.save()),
         ),
         dict(
-            name="delete_stale_checkouts", model=CheckoutSession, seed=demo.seed_checkouts,
+            name="delete_stale_checkouts",
+            model=CheckoutSession,
+            seed=demo.seed_checkouts,
             due=lambda now: CheckoutSession.objects.stale(now=now, older_than_days=7),
             job=lambda now, **kw: CheckoutSession.objects.delete_stale(
-                now=now, older_than_days=7, **batching, **kw),
-            single=lambda now: CheckoutSession.objects.stale(now=now, older_than_days=7).delete()[0],
+                now=now, older_than_days=7, **batching, **kw
+            ),
+            single=lambda now: CheckoutSession.objects.stale(now=now, older_than_days=7).delete()[
+                0
+            ],
             naive=lambda obj, now: obj.delete(),
         ),
     ]
 
     rows = args.rows
-    print(f"# {rows:,} due rows per run, batching {batching}, PostgreSQL "
-          f"{connection.pg_version // 10000}, naive loop sampled on {args.sample:,} rows\n")
+    print(
+        f"# {rows:,} due rows per run, batching {batching}, PostgreSQL "
+        f"{connection.pg_version // 10000}, naive loop sampled on {args.sample:,} rows\n"
+    )
     table = [
         "| job | batched job rows/s | single statement rows/s | ratio job/single (time) "
         "| batch p99 | batches | peak Python memory (" + f"{args.small:,} / {rows:,} rows) "
@@ -119,7 +139,7 @@ def main():
         reset(spec["model"], spec["seed"], rows, now)
         batch_times = []
         started = time.perf_counter()
-        result = spec["job"](now, on_batch=lambda n, seconds: batch_times.append(seconds))
+        result = spec["job"](now, on_batch=lambda _, seconds, out=batch_times: out.append(seconds))
         job_seconds = time.perf_counter() - started
         assert result.changed == rows and not result.partial, result
         assert spec["due"](now).count() == 0

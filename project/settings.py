@@ -127,7 +127,8 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (opt in: trusting it blindly is unsafe).
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (opt in: trusting it blindly
+# is unsafe).
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The health probes are plain HTTP from inside the cluster; never redirect them.

@@ -1,6 +1,7 @@
 """Set-based work in bounded batches by primary key.
 
-Each batch is one short transaction over a primary-key range ``(lo, lo + size]``, with the queryset's own filter applied inside the write. The range
+Each batch is one short transaction over a primary-key range ``(lo, lo + size]``, with the
+queryset's own filter applied inside the write. The range
 makes every batch an index range scan of bounded size whatever the planner thinks of the filter
 (keyset pagination with ``ORDER BY pk LIMIT`` over a filtered set can degrade into sorting every
 due row once per batch when statistics are stale). Re-applying the filter in the write means a row

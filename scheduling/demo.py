@@ -43,7 +43,8 @@ def _execute(sql: str, params: list) -> None:
 
 
 def seed_coupons(n: int, due: int, now: datetime) -> None:
-    """``due`` coupons expired up to a day ago; the rest expire over the next day, a few a minute."""
+    """``due`` coupons expired up to a day ago; the rest expire over the next day, a few a
+    minute."""
     d = _Dialect(now)
     prefix = f"DEMO-{secrets.token_hex(4).upper()}"
     past, future = d.shift("-(1 + i %% 1440)", "minute"), d.shift("1 + i %% 1440", "minute")
@@ -60,9 +61,7 @@ def seed_cards(n: int, due: int, now: datetime, within_days: int = 30) -> None:
     d = _Dialect(now)
     year, month = last_expiring_month(now + timedelta(days=within_days))
     last_due = year * 12 + (month - 1)  # month index: year * 12 + zero-based month
-    index = (
-        f"(CASE WHEN i <= %s THEN {last_due} - (i %% 3) ELSE {last_due} + 1 + (i %% 36) END)"
-    )
+    index = f"(CASE WHEN i <= %s THEN {last_due} - (i %% 3) ELSE {last_due} + 1 + (i %% 36) END)"
     _execute(
         f"INSERT INTO {PaymentCard._meta.db_table} "
         f"(customer_email, brand, last4, exp_month, exp_year, expiry_flagged_at, created_at) "

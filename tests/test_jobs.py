@@ -29,6 +29,12 @@ def card(exp_month, exp_year, **kw):
     )
 
 
+def flagged_pks():
+    return set(
+        PaymentCard.objects.filter(expiry_flagged_at__isnull=False).values_list("pk", flat=True)
+    )
+
+
 def checkout(status, updated_at):
     session = CheckoutSession.objects.create(customer_email="a@example.com", status=status)
     CheckoutSession.objects.filter(pk=session.pk).update(updated_at=updated_at)  # bypass auto_now
@@ -42,7 +48,8 @@ def test_expire_coupons_expires_due_and_leaves_the_rest():
     past = coupon("PAST", NOW - timedelta(days=1))
     exactly = coupon("EXACT", NOW)  # valid strictly before expires_at: expires at that instant
     future = coupon("FUTURE", NOW + timedelta(microseconds=1))
-    already = coupon("DONE", NOW - timedelta(days=2), status="expired", expired_at=NOW - timedelta(days=2))
+    two_days_ago = NOW - timedelta(days=2)
+    already = coupon("DONE", two_days_ago, status="expired", expired_at=two_days_ago)
 
     result = tasks.expire_coupons.apply().get()
 
@@ -78,7 +85,7 @@ def test_flag_cards_across_december_to_january():
     result = tasks.flag_expiring_cards.apply(kwargs={"within_days": 30}).get()
 
     assert result["flagged"] == 2
-    flagged = set(PaymentCard.objects.filter(expiry_flagged_at__isnull=False).values_list("pk", flat=True))
+    flagged = flagged_pks()
     assert flagged == {december.pk, expired.pk, flagged_before.pk}
     assert january.pk not in flagged
     flagged_before.refresh_from_db()
@@ -100,9 +107,7 @@ def test_flag_cards_on_the_last_day_of_a_month():
     march = card(3, 2027)  # ends 2027-04-01
     result = tasks.flag_expiring_cards.apply(kwargs={"within_days": 30}).get()
     assert result["flagged"] == 2
-    assert set(PaymentCard.objects.filter(expiry_flagged_at__isnull=False).values_list("pk", flat=True)) == {
-        january.pk, february.pk,
-    }
+    assert flagged_pks() == {january.pk, february.pk}
     march.refresh_from_db()
     assert march.expiry_flagged_at is None
 

@@ -20,7 +20,11 @@ class Service:
     def start(self) -> "Service":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -51,9 +55,18 @@ def celery(*args: str) -> list[str]:
 def worker(env: dict, log_dir: Path, hostname: str) -> Service:
     return Service(
         "worker",
-        celery("worker", "-E", "--loglevel=INFO", "--pool=prefork", "--concurrency=1",
-               f"--hostname={hostname}", "--without-mingle", "--without-gossip"),
-        env, log_dir,
+        celery(
+            "worker",
+            "-E",
+            "--loglevel=INFO",
+            "--pool=prefork",
+            "--concurrency=1",
+            f"--hostname={hostname}",
+            "--without-mingle",
+            "--without-gossip",
+        ),
+        env,
+        log_dir,
     )
 
 
@@ -67,12 +80,17 @@ def wait_for_ping(env: dict, hostname: str, timeout: float = 60) -> str:
     while True:
         done = subprocess.run(
             celery("inspect", "ping", "--timeout=2", f"--destination={hostname}"),
-            cwd=ROOT, env=env, capture_output=True, text=True,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if done.returncode == 0 and "pong" in done.stdout:
             return done.stdout
         if time.monotonic() > deadline:
-            raise AssertionError(f"worker {hostname} never answered ping:\n{done.stdout}{done.stderr}")
+            raise AssertionError(
+                f"worker {hostname} never answered ping:\n{done.stdout}{done.stderr}"
+            )
         time.sleep(0.5)
 
 
@@ -85,5 +103,7 @@ def eventually(probe, check, timeout: float, what: str, services=()):
             return value
         if time.monotonic() > deadline:
             logs = "\n".join(s.log_tail() for s in services)
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value}\n{logs}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}; last: {value}\n{logs}"
+            )
         time.sleep(0.5)

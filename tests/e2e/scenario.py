@@ -32,8 +32,10 @@ def prepare(coupons: int = 40, cards: int = 40) -> dict:
     flag.save()
     add_due_rows(coupons=coupons, cards=cards)
     now = timezone.now()
-    return {"due_coupons": Coupon.objects.due(now=now).count(),
-            "due_cards": PaymentCard.objects.expiring(now=now, within_days=30).count()}
+    return {
+        "due_coupons": Coupon.objects.due(now=now).count(),
+        "due_cards": PaymentCard.objects.expiring(now=now, within_days=30).count(),
+    }
 
 
 def add_due_rows(coupons: int = 0, cards: int = 0) -> dict:
@@ -44,11 +46,17 @@ def add_due_rows(coupons: int = 0, cards: int = 0) -> dict:
     now = timezone.now()
     start = Coupon.objects.count()
     Coupon.objects.bulk_create(
-        Coupon(code=f"E2E-{start + i}", expires_at=now - timedelta(minutes=1)) for i in range(coupons)
+        Coupon(code=f"E2E-{start + i}", expires_at=now - timedelta(minutes=1))
+        for i in range(coupons)
     )
     PaymentCard.objects.bulk_create(
-        PaymentCard(customer_email=f"c{i}@example.com", brand="visa", last4="4242",
-                    exp_month=now.month, exp_year=now.year - 1)
+        PaymentCard(
+            customer_email=f"c{i}@example.com",
+            brand="visa",
+            last4="4242",
+            exp_month=now.month,
+            exp_year=now.year - 1,
+        )
         for i in range(cards)
     )
     return {}
@@ -111,10 +119,7 @@ def state() -> dict:
         "unflagged_due_cards": PaymentCard.objects.expiring(now=now, within_days=30).count(),
         "flag_schedule": str(flag.interval or flag.crontab),
         "results": sorted(
-            {
-                (r.task_name, r.periodic_task_name, r.status)
-                for r in TaskResult.objects.all()
-            },
+            {(r.task_name, r.periodic_task_name, r.status) for r in TaskResult.objects.all()},
             key=str,
         ),
     }

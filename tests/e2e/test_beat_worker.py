@@ -6,9 +6,9 @@ Runs twice: against PostgreSQL + Redis, and on the embedded default (SQLite + fi
 
 import json
 import os
+import socket
 import subprocess
 import sys
-import socket
 import uuid
 
 import pytest
@@ -33,8 +33,12 @@ class InProcess:
     def __init__(self, tmp_path):
         broker = os.environ["CELERY_BROKER_URL"]
         redis.Redis.from_url(broker).flushdb()
-        self.env = {**os.environ, "DATABASE_URL": postgres_url(), "CELERY_BROKER_URL": broker,
-                    "LOG_FORMAT": "json"}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": postgres_url(),
+            "CELERY_BROKER_URL": broker,
+            "LOG_FORMAT": "json",
+        }
 
     def __call__(self, step, **kwargs):
         return json.loads(json.dumps(getattr(scenario, step)(**kwargs)))
@@ -44,17 +48,27 @@ class Embedded:
     """Scenario steps run in a subprocess on the embedded default (no servers at all)."""
 
     def __init__(self, tmp_path):
-        env = {k: v for k, v in os.environ.items()
-               if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY"}}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SECRET_KEY"}
+        }
         env.update(VAR_DIR=str(tmp_path / "var"), DJANGO_DEBUG="1", LOG_FORMAT="json")
         self.env = env
-        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-                       cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
 
     def __call__(self, step, **kwargs):
         done = subprocess.run(
             [sys.executable, "-m", "tests.e2e.scenario", step, json.dumps(kwargs)],
-            cwd=ROOT, env=self.env, capture_output=True, text=True,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -70,13 +84,21 @@ def test_beat_dispatches_jobs_and_follows_admin_edits(backend, tmp_path):
     assert prepared == {"due_coupons": 30, "due_cards": 25}
 
     hostname = f"e2e-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    services = [worker(backend.env, tmp_path, hostname).start(), beat(backend.env, tmp_path).start()]
+    services = [
+        worker(backend.env, tmp_path, hostname).start(),
+        beat(backend.env, tmp_path).start(),
+    ]
     try:
         wait_for_ping(backend.env, hostname)
 
         # 1. Beat sends expire-coupons every second from the database schedule; the worker runs it.
-        eventually(lambda: backend("state"), lambda s: s["due_coupons"] == 0, 60,
-                   "scheduled expire_coupons to expire the due coupons", services)
+        eventually(
+            lambda: backend("state"),
+            lambda s: s["due_coupons"] == 0,
+            60,
+            "scheduled expire_coupons to expire the due coupons",
+            services,
+        )
         results = backend("state")["results"]
         assert ["scheduling.expire_coupons", "expire-coupons", "SUCCESS"] in results
         # flag-expiring-cards is on a yearly crontab: beat has not sent it.
@@ -86,19 +108,30 @@ def test_beat_dispatches_jobs_and_follows_admin_edits(backend, tmp_path):
         #    picks the edit up without a restart.
         edit = backend("admin_set_interval", name="flag-expiring-cards", seconds=1)
         assert edit == {"status": 302, "errors": {}}
-        eventually(lambda: backend("state"), lambda s: s["unflagged_due_cards"] == 0, 30,
-                   "beat to apply the admin edit and flag the cards", services)
+        eventually(
+            lambda: backend("state"),
+            lambda s: s["unflagged_due_cards"] == 0,
+            30,
+            "beat to apply the admin edit and flag the cards",
+            services,
+        )
 
         # 3. The edit survives a re-seed and a beat restart.
         assert backend("seed")["flag-expiring-cards"] == "kept"
         assert services[1].stop() == 0
         services[1] = beat(backend.env, tmp_path).start()
         backend("add_due_rows", cards=5)
-        eventually(lambda: backend("state"), lambda s: s["unflagged_due_cards"] == 0, 30,
-                   "restarted beat to keep the edited schedule", services)
+        eventually(
+            lambda: backend("state"),
+            lambda s: s["unflagged_due_cards"] == 0,
+            30,
+            "restarted beat to keep the edited schedule",
+            services,
+        )
         assert backend("state")["flag_schedule"] == "every second"
         assert ["scheduling.flag_expiring_cards", "flag-expiring-cards", "SUCCESS"] in backend(
-            "state")["results"]
+            "state"
+        )["results"]
     finally:
         codes = [s.stop() for s in services]
     assert codes == [0, 0], "\n".join(s.log_tail() for s in services)

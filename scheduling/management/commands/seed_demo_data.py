@@ -53,7 +53,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, coupons, cards, checkouts, due_fraction, if_empty, **options):
         if if_empty and (
-            Coupon.objects.exists() or PaymentCard.objects.exists() or CheckoutSession.objects.exists()
+            Coupon.objects.exists()
+            or PaymentCard.objects.exists()
+            or CheckoutSession.objects.exists()
         ):
             self.stdout.write("Demo data already present; nothing created.")
             return
