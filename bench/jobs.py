@@ -68,9 +68,9 @@ def main():
     from scheduling.models import CheckoutSession, Coupon, PaymentCard
 
     call_command("migrate", verbosity=0)
-    from scheduling.tasks import _batching
+    from scheduling.tasks import batching_options
 
-    batching = _batching()
+    batching = batching_options()
 
     def reset(model, seed, rows, now):
         with connection.cursor() as cur:

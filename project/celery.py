@@ -19,9 +19,6 @@ def _use_django_logging(**kwargs):
 @app.on_after_configure.connect
 def _prepare_embedded_broker(sender, **kwargs):
     """The filesystem broker does not create its folders; make them before first use."""
-    from django.conf import settings
-
     if sender.conf.broker_url.startswith("filesystem://"):
         for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
             os.makedirs(sender.conf.broker_transport_options[key], exist_ok=True)
-    os.makedirs(settings.VAR_DIR, exist_ok=True)
