@@ -192,11 +192,29 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Our scheduler: a leader lease (one active beat), a dispatch ledger (each slot sent once), a
+# heartbeat, and trigger-driven change detection. See scheduling/beat.py.
+CELERY_BEAT_SCHEDULER = "scheduling.beat:LeasedScheduler"
 # Schedules are data: defaults live in scheduling/schedules.py and are seeded into the database.
 # Anything put here would be re-imposed over admin edits on every beat start.
 CELERY_BEAT_SCHEDULE: dict = {}
 DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# --- The scheduler (beat) -------------------------------------------------------------------------
+# A standby beat takes over this long after the leader last renewed its lease (at once when the
+# leader stops cleanly). The leader renews on every tick, so the TTL must cover several ticks.
+SCHEDULING_BEAT_LEASE_TTL = env_int("SCHEDULING_BEAT_LEASE_TTL", 30, minimum=2)
+# Longest sleep between ticks, in seconds: bounds how late a schedule change or a takeover is seen.
+SCHEDULING_BEAT_TICK = env_int("SCHEDULING_BEAT_TICK", 1, minimum=1)
+if SCHEDULING_BEAT_LEASE_TTL < 2 * SCHEDULING_BEAT_TICK:
+    raise ImproperlyConfigured(
+        f"SCHEDULING_BEAT_LEASE_TTL ({SCHEDULING_BEAT_LEASE_TTL}s) must be at least twice "
+        f"SCHEDULING_BEAT_TICK ({SCHEDULING_BEAT_TICK}s), or the leader loses its lease between "
+        "ticks."
+    )
+# After beat was down, a missed slot younger than this runs once; older ones are recorded as
+# missed. Per job in the admin (job policy); this is the default.
+SCHEDULING_CATCH_UP_WINDOW = env_int("SCHEDULING_CATCH_UP_WINDOW", 3600, minimum=0)
 
 # --- The jobs -------------------------------------------------------------------------------------
 # Primary keys per batch transaction: the first batch's size; later batches adapt (doubling or

@@ -178,3 +178,14 @@ class CheckoutSession(models.Model):
 
     def __str__(self):
         return f"checkout {self.pk} ({self.status})"
+
+
+# The scheduler's own state lives in its own module; imported here so Django registers it.
+from scheduling.beat_models import (  # noqa: E402, F401
+    BeatHeartbeat,
+    BeatLease,
+    Dispatch,
+    JobPolicy,
+    ScheduleChange,
+    ScheduleVersion,
+)

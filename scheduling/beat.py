@@ -1,0 +1,325 @@
+"""The beat scheduler: one active leader, every slot sent once, proof of life on every tick.
+
+Configured as ``CELERY_BEAT_SCHEDULER = "scheduling.beat:LeasedScheduler"``. Each tick:
+
+1. **Schedule version.** Read ``ScheduleVersion`` (one row, bumped by database triggers on any
+   change to the periodic task and schedule tables, however made); reload when it moved.
+2. **Lease.** Renew the leader lease by compare-and-set, or take it if it has expired. A beat
+   without it stands by: it keeps ticking and reloading, and takes over when the lease expires
+   (at once if the leader stopped cleanly and released it).
+3. **Heartbeat.** Record that this beat is alive, whether it leads, and the version it loaded.
+4. **Dispatch** (leader only). For each job whose next slot has come, apply the catch-up and
+   overlap policies and send through ``scheduling.dispatch`` (ledger row first).
+
+Next slots are computed from the ledger (the last slot handled per job), never from
+``last_run_at``, so a new leader or a restarted beat continues exactly where the ledger ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.db.models import F, Q
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from scheduling import slots
+from scheduling.beat_models import (
+    BeatHeartbeat,
+    BeatLease,
+    Dispatch,
+    JobPolicy,
+    ScheduleVersion,
+)
+from scheduling.dispatch import dispatch, resend_reserved
+
+log = structlog.get_logger(__name__)
+
+LEASE_NAME = "default"
+#: A slot at most this late is on time, whatever the catch-up window (tick jitter, a slow query).
+ON_TIME = dt.timedelta(seconds=10)
+#: Reserved-but-unconfirmed ledger rows older than this belong to a beat that died mid-send.
+RESEND_AFTER = dt.timedelta(seconds=15)
+#: A full reload even without a version change, in case a trigger was dropped by hand.
+FULL_RELOAD_EVERY = 300.0
+#: Heartbeat rows of beats that stopped ticking this long ago are deleted.
+HEARTBEAT_RETENTION = dt.timedelta(days=7)
+
+
+@dataclass(order=True)
+class _Due:
+    at: dt.datetime
+    name: str = field(compare=True)
+
+
+@dataclass
+class Job:
+    model: PeriodicTask
+    schedule: object
+    policy: JobPolicy
+    last: dt.datetime | None = None  # the last slot handled (ledger), or the anchor before any
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+
+def identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class LeasedScheduler(DatabaseScheduler):
+    """django-celery-beat's DatabaseScheduler with a leader lease, ledger and heartbeat."""
+
+    def __init__(self, *args, clock=None, instance: str | None = None, **kwargs):
+        self.clock = clock or timezone.now
+        self.instance = instance or identity()
+        self.ttl = dt.timedelta(seconds=settings.SCHEDULING_BEAT_LEASE_TTL)
+        self.jobs: dict[str, Job] = {}
+        self.loaded_version: int | None = None
+        self.leading = False
+        self._due: list[_Due] = []
+        self._loaded_at = 0.0
+        self._heartbeat_created = False
+        self._closed = False
+        super().__init__(*args, **kwargs)
+        self.max_interval = settings.SCHEDULING_BEAT_TICK
+
+    # --- django-celery-beat hooks we replace ---------------------------------------------------
+    def setup_schedule(self):
+        """Nothing to install: schedules are data (seed_schedules), CELERY_BEAT_SCHEDULE is empty
+        (a system check enforces it) and the result cleanup job is one of the seeded defaults."""
+
+    @property
+    def schedule(self):
+        return {name: job.model for name, job in self.jobs.items()}
+
+    def sync(self):
+        """Nothing is kept in memory that the database does not already have (the ledger)."""
+
+    @property
+    def info(self):
+        return (
+            f"    . instance -> {self.instance}\n"
+            f"    . lease ttl -> {self.ttl.total_seconds():.0f}s"
+        )
+
+    # --- the tick ------------------------------------------------------------------------------
+    def tick(self, *args, **kwargs) -> float:
+        now = self.clock()
+        try:
+            close_old_connections()
+            self.refresh(now)
+            was_leading = self.leading
+            self.leading = self.take_lease(now)
+            if self.leading and not was_leading:
+                log.info("beat.leading", instance=self.instance)
+                self.plan(now)  # continue from the ledger, not from what we knew as a standby
+            elif was_leading and not self.leading:
+                log.warning("beat.lost_lease", instance=self.instance)
+            self.heartbeat(now)
+            if not self.leading:
+                return float(self.max_interval)
+            resend_reserved(older_than=now - RESEND_AFTER, app=self.app, producer=self.producer)
+            self.dispatch_due(now)
+        except (DatabaseError, InterfaceError) as exc:
+            # Never dispatch on a lease we could not prove; retry on the next tick. The heartbeat
+            # stops moving meanwhile, which is what the liveness check reports.
+            self.leading = False
+            log.error("beat.database_error", error=str(exc), instance=self.instance)
+            return float(self.max_interval)
+        return self.sleep_for(now)
+
+    def sleep_for(self, now: dt.datetime) -> float:
+        if not self._due:
+            return float(self.max_interval)
+        return max(0.0, min(float(self.max_interval), (self._due[0].at - now).total_seconds()))
+
+    # --- 1. schedule version -------------------------------------------------------------------
+    def refresh(self, now: dt.datetime) -> None:
+        version = ScheduleVersion.current()
+        stale = time.monotonic() - self._loaded_at > FULL_RELOAD_EVERY
+        if version == self.loaded_version and not stale:
+            return
+        self.load()
+        if self.loaded_version is not None and version != self.loaded_version:
+            log.info("beat.schedule_changed", version=version, jobs=len(self.jobs))
+        self.loaded_version = version
+        self._loaded_at = time.monotonic()
+        if self.leading:
+            self.plan(now)
+
+    def load(self) -> None:
+        models = PeriodicTask.objects.enabled().select_related(
+            "crontab", "interval", "solar", "clocked", "policy"
+        )
+        jobs = {}
+        for model in models:
+            try:
+                schedule = model.schedule
+            except Exception as exc:  # a row whose schedule was deleted or cannot be built
+                log.error("beat.bad_schedule", job=model.name, error=str(exc))
+                continue
+            policy = getattr(model, "policy", None) or JobPolicy(periodic_task=model)
+            jobs[model.name] = Job(model, schedule, policy)
+        self.jobs = jobs
+
+    # --- 2. lease ------------------------------------------------------------------------------
+    def take_lease(self, now: dt.datetime) -> bool:
+        until = now + self.ttl
+        leases = BeatLease.objects.filter(pk=LEASE_NAME)
+        if leases.filter(holder=self.instance).update(renewed_at=now, expires_at=until):
+            return True
+        taken = leases.filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now)).update(
+            holder=self.instance, acquired_at=now, renewed_at=now, expires_at=until
+        )
+        if taken:
+            return True
+        if not leases.exists():
+            BeatLease.objects.bulk_create([BeatLease(name=LEASE_NAME)], ignore_conflicts=True)
+            return self.take_lease(now)
+        return False
+
+    def release_lease(self) -> None:
+        now = self.clock()
+        BeatLease.objects.filter(pk=LEASE_NAME, holder=self.instance).update(
+            holder="", expires_at=now
+        )
+        BeatHeartbeat.objects.filter(instance=self.instance).update(
+            is_leader=False, stopped_at=now
+        )
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            try:
+                self.release_lease()
+                log.info("beat.released_lease", instance=self.instance)
+            except (DatabaseError, InterfaceError) as exc:
+                log.error("beat.release_failed", error=str(exc), instance=self.instance)
+        super().close()
+
+    # --- 3. heartbeat --------------------------------------------------------------------------
+    def heartbeat(self, now: dt.datetime) -> None:
+        fields = dict(
+            last_tick_at=now, is_leader=self.leading, schedule_version=self.loaded_version
+        )
+        if self._heartbeat_created:
+            BeatHeartbeat.objects.filter(instance=self.instance).update(**fields)
+            return
+        BeatHeartbeat.objects.filter(last_tick_at__lt=now - HEARTBEAT_RETENTION).delete()
+        hostname, pid = self.instance.rsplit(":", 2)[:2]
+        BeatHeartbeat.objects.update_or_create(
+            instance=self.instance,
+            defaults=dict(fields, hostname=hostname, pid=int(pid), started_at=now),
+        )
+        self._heartbeat_created = True
+
+    # --- 4. dispatch ---------------------------------------------------------------------------
+    def plan(self, now: dt.datetime) -> None:
+        """Set each job's last handled slot from the ledger and rebuild the due heap."""
+        last_slots = Dispatch.objects.last_slots([job.model.pk for job in self.jobs.values()])
+        self._due = []
+        for job in self.jobs.values():
+            job.last = self.anchor(job, last_slots.get(job.model.pk))
+            self.push(job)
+        heapq.heapify(self._due)
+
+    @staticmethod
+    def anchor(job: Job, last_slot: dt.datetime | None) -> dt.datetime:
+        """Where a job's timeline continues: its last ledger slot, but never before it was
+        resumed or started; a job with no history counts from its last edit."""
+        model = job.model
+        candidates = [last_slot or model.date_changed]
+        if job.policy.resumed_at:
+            candidates.append(job.policy.resumed_at)
+        if model.start_time:
+            candidates.append(model.start_time - dt.timedelta(microseconds=1))
+        return max(candidate for candidate in candidates if candidate is not None)
+
+    def push(self, job: Job) -> None:
+        try:
+            at = slots.next_slot(job.schedule, job.last)
+        except Exception as exc:
+            log.error("beat.next_slot_failed", job=job.name, error=str(exc))
+            return
+        if at is not None:
+            heapq.heappush(self._due, _Due(at, job.name))
+
+    def dispatch_due(self, now: dt.datetime) -> None:
+        while self._due and self._due[0].at <= now:
+            name = heapq.heappop(self._due).name
+            job = self.jobs.get(name)
+            if job is None:
+                continue
+            self.run_due(job, now)
+            self.push(job)
+
+    def run_due(self, job: Job, now: dt.datetime) -> None:
+        """Apply the catch-up and overlap policies to ``job``'s due slots, then send."""
+        model = job.model
+        if model.expires and now >= model.expires:
+            job.last = now  # expired: nothing more is due (stock beat disables the row)
+            return
+        due = slots.latest_due(job.schedule, job.last, now)
+        if due is None:
+            return
+        on_time = now - due.latest <= max(job.policy.window(), ON_TIME)
+        if not on_time:
+            self.record_missed(job, due.first, due.latest, due.count, now)
+            job.last = due.latest
+            return
+        if due.before_latest is not None:
+            self.record_missed(job, due.first, due.before_latest, due.count - 1, now)
+        job.last = due.latest
+        if job.policy.overlap == JobPolicy.Overlap.SKIP and self.still_running(job, now):
+            self.record(job, due.latest, Dispatch.Kind.SKIPPED, now)
+            log.warning("beat.skipped_overlap", job=job.name, slot=due.latest.isoformat())
+            return
+        row = dispatch(
+            model, slot=due.latest, now=now, by=self.instance, app=self.app,
+            producer=self.producer,
+        )
+        if row is not None:
+            PeriodicTask.objects.filter(pk=model.pk).update(
+                last_run_at=now, total_run_count=F("total_run_count") + 1
+            )
+            if model.one_off:
+                PeriodicTask.objects.filter(pk=model.pk).update(enabled=False)
+
+    def still_running(self, job: Job, now: dt.datetime) -> bool:
+        limit = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+        return Dispatch.objects.filter(
+            periodic_task_id=job.model.pk,
+            state=Dispatch.State.STARTED,
+            started_at__gte=now - limit,
+        ).exists()
+
+    def record(self, job: Job, slot: dt.datetime, kind: str, now: dt.datetime, **extra) -> None:
+        Dispatch.objects.bulk_create(
+            [
+                Dispatch(
+                    periodic_task=job.model, slot=slot, kind=kind,
+                    state=Dispatch.State.NOT_SENT, task_id=None, task_name=job.model.task,
+                    dispatched_by=self.instance, dispatched_at=now, **extra,
+                )
+            ],
+            ignore_conflicts=True,  # another beat recorded it first: same conclusion
+        )
+
+    def record_missed(self, job, first, last, count, now) -> None:
+        self.record(job, last, Dispatch.Kind.MISSED, now, missed_from=first, missed_count=count)
+        log.warning(
+            "beat.missed", job=job.name, first=first.isoformat(), last=last.isoformat(),
+            count=count,
+        )

@@ -1,0 +1,233 @@
+"""What the scheduler keeps in the database: lease, heartbeats, schedule version, dispatch ledger,
+per-job policy, and the audit trail of schedule changes.
+
+Imported by ``scheduling.models`` so Django finds these models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+
+class BeatLease(models.Model):
+    """The single leader lease: only its holder dispatches.
+
+    Taken and renewed by compare-and-set (``UPDATE … WHERE holder = me OR expires_at < now``),
+    released on a clean stop by moving ``expires_at`` to now.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=200, blank=True)
+    acquired_at = models.DateTimeField(null=True)
+    renewed_at = models.DateTimeField(null=True)
+    expires_at = models.DateTimeField(null=True)
+
+    def __str__(self):
+        return f"lease {self.name} held by {self.holder or 'nobody'} until {self.expires_at}"
+
+
+class BeatHeartbeat(models.Model):
+    """One row per beat process, touched on every tick (the monitoring reads the freshest)."""
+
+    instance = models.CharField(max_length=200, unique=True)  # host:pid:random
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_tick_at = models.DateTimeField()
+    is_leader = models.BooleanField(default=False)
+    schedule_version = models.BigIntegerField(null=True)  # ScheduleVersion it has loaded
+    stopped_at = models.DateTimeField(null=True)
+
+    class Meta:
+        indexes = [
+            # Consumer: liveness checks ("is any beat ticking?") read the newest heartbeats.
+            models.Index(fields=["-last_tick_at"], name="heartbeat_last_tick_idx"),
+        ]
+
+    def __str__(self):
+        return f"beat {self.instance}"
+
+
+class ScheduleVersion(models.Model):
+    """A counter bumped by database triggers on every schedule change, however it is made.
+
+    django-celery-beat's own change marker (``PeriodicTasks``) moves only on ``Model.save()``;
+    ``QuerySet.update()``, raw SQL and data migrations pass it by. The triggers (migration 0004)
+    fire on the periodic task and schedule tables themselves, so beat sees every change on its
+    next tick. A single row (id 1), read by primary key.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.BigIntegerField(default=0)
+    changed_at = models.DateTimeField(null=True)
+
+    @classmethod
+    def current(cls) -> int:
+        return cls.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+
+    def __str__(self):
+        return f"schedule version {self.version}"
+
+
+class DispatchQuerySet(models.QuerySet):
+    def counting(self):
+        """Rows that occupy a slot in the schedule's timeline (manual runs do not)."""
+        return self.exclude(kind=Dispatch.Kind.MANUAL)
+
+    def last_slots(self, task_ids) -> dict[int, dt.datetime]:
+        rows = (
+            self.counting()
+            .filter(periodic_task_id__in=task_ids)
+            .values("periodic_task_id")
+            .annotate(last=models.Max("slot"))
+        )
+        return {row["periodic_task_id"]: row["last"] for row in rows}
+
+
+class Dispatch(models.Model):
+    """The dispatch ledger: one row per (periodic task, slot), written *before* the task is sent.
+
+    The unique constraint is the fence: a second beat, a stale leader or a restarted one that
+    tries the same slot gets a conflict and skips it. Worker-side signal handlers move ``state``
+    through started to succeeded/failed by ``task_id``.
+    """
+
+    class Kind(models.TextChoices):
+        SCHEDULED = "scheduled"
+        MISSED = "missed"  # catch-up window passed; slots from missed_from to slot not sent
+        SKIPPED = "skipped"  # previous run still running and the overlap policy is "skip"
+        MANUAL = "manual"  # "run now" from the admin
+
+    class State(models.TextChoices):
+        RESERVED = "reserved"  # row written, message not yet confirmed sent
+        SENT = "sent"
+        STARTED = "started"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        NOT_SENT = "not_sent"  # missed / skipped rows
+
+    periodic_task = models.ForeignKey(PeriodicTask, on_delete=models.CASCADE, related_name="+")
+    slot = models.DateTimeField(help_text="When the run was due (nominal time).")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SCHEDULED)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RESERVED)
+    task_id = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    task_name = models.CharField(max_length=255)
+    missed_from = models.DateTimeField(null=True, blank=True)
+    missed_count = models.PositiveIntegerField(null=True, blank=True)
+    dispatched_by = models.CharField(max_length=200, blank=True)
+    dispatched_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DispatchQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "dispatch"
+        verbose_name_plural = "dispatch ledger"
+        ordering = ["-slot"]
+        constraints = [
+            models.UniqueConstraint(fields=["periodic_task", "slot"], name="dispatch_one_per_slot"),
+        ]
+        indexes = [
+            # Consumer: the leader re-sends rows a killed beat reserved but never confirmed.
+            models.Index(fields=["dispatched_at"], condition=Q(state="reserved"),
+                         name="dispatch_reserved_idx"),
+            # Consumer: the overlap policy ("is the previous run of this job still running?").
+            models.Index(fields=["periodic_task", "started_at"], condition=Q(state="started"),
+                         name="dispatch_started_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.task_name} @ {self.slot:%Y-%m-%d %H:%M:%S} ({self.kind}, {self.state})"
+
+
+class JobPolicy(models.Model):
+    """Per periodic task: catch-up and overlap policy, and who paused or resumed it and why."""
+
+    class Overlap(models.TextChoices):
+        SKIP = "skip", "Skip the slot and record it"
+        ALLOW = "allow", "Send it anyway"
+
+    periodic_task = models.OneToOneField(
+        PeriodicTask, on_delete=models.CASCADE, primary_key=True, related_name="policy"
+    )
+    catch_up_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Seconds. After beat was down, a missed slot younger than this runs once; older ones "
+            "are recorded as missed. Empty: SCHEDULING_CATCH_UP_WINDOW."
+        ),
+    )
+    overlap = models.CharField(
+        max_length=8,
+        choices=Overlap.choices,
+        default=Overlap.SKIP,
+        help_text="When the previous run of this job is still running at the next slot.",
+    )
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    pause_reason = models.TextField(blank=True)
+    resumed_at = models.DateTimeField(null=True, blank=True)
+    resumed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    resume_reason = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "job policy"
+        verbose_name_plural = "job policies"
+        permissions = [
+            ("run_job_now", "Can run a periodic job now"),
+            ("pause_job", "Can pause and resume a periodic job"),
+        ]
+
+    def __str__(self):
+        return f"policy of {self.periodic_task_id}"
+
+    def window(self) -> dt.timedelta:
+        seconds = self.catch_up_window
+        if seconds is None:
+            seconds = settings.SCHEDULING_CATCH_UP_WINDOW
+        return dt.timedelta(seconds=seconds)
+
+
+class ScheduleChange(models.Model):
+    """Audit trail: who changed which schedule, when, and which fields from what to what."""
+
+    class Action(models.TextChoices):
+        ADDED = "added"
+        CHANGED = "changed"
+        DELETED = "deleted"
+        PAUSED = "paused"
+        RESUMED = "resumed"
+        RUN_NOW = "run_now", "run now"
+
+    periodic_task = models.ForeignKey(
+        PeriodicTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    task_name = models.CharField(max_length=200, help_text="Periodic task name at the time.")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    changes = models.JSONField(default=dict, blank=True, help_text="{field: [old, new]}")
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-changed_at"]
+
+    def __str__(self):
+        return f"{self.task_name} {self.action} by {self.changed_by} at {self.changed_at}"
