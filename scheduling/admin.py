@@ -33,3 +33,4 @@ class CheckoutSessionAdmin(admin.ModelAdmin):
     date_hierarchy = "updated_at"
     readonly_fields = ("created_at", "updated_at")
     show_full_result_count = False
+from scheduling import schedule_admin  # noqa: E402, F401  (replaces django-celery-beat's)

@@ -74,8 +74,25 @@ class Job:
         return self.model.name
 
 
+_tokens: dict[int, str] = {}
+
+
 def identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """``host:pid:random``, the same for every scheduler object of one process (celery beat
+    builds a throwaway one for its banner), new after a fork or restart."""
+    token = _tokens.setdefault(os.getpid(), secrets.token_hex(4))
+    return f"{socket.gethostname()}:{os.getpid()}:{token}"
+
+
+def anchor(model: PeriodicTask, policy: JobPolicy, last_slot: dt.datetime | None) -> dt.datetime:
+    """Where a job's timeline continues: its last ledger slot, but never before it was resumed
+    or started; a job with no history counts from its last edit."""
+    candidates = [last_slot or model.date_changed]
+    if policy.resumed_at:
+        candidates.append(policy.resumed_at)
+    if model.start_time:
+        candidates.append(model.start_time - dt.timedelta(microseconds=1))
+    return max(candidate for candidate in candidates if candidate is not None)
 
 
 class LeasedScheduler(DatabaseScheduler):
@@ -231,21 +248,9 @@ class LeasedScheduler(DatabaseScheduler):
         last_slots = Dispatch.objects.last_slots([job.model.pk for job in self.jobs.values()])
         self._due = []
         for job in self.jobs.values():
-            job.last = self.anchor(job, last_slots.get(job.model.pk))
+            job.last = anchor(job.model, job.policy, last_slots.get(job.model.pk))
             self.push(job)
         heapq.heapify(self._due)
-
-    @staticmethod
-    def anchor(job: Job, last_slot: dt.datetime | None) -> dt.datetime:
-        """Where a job's timeline continues: its last ledger slot, but never before it was
-        resumed or started; a job with no history counts from its last edit."""
-        model = job.model
-        candidates = [last_slot or model.date_changed]
-        if job.policy.resumed_at:
-            candidates.append(job.policy.resumed_at)
-        if model.start_time:
-            candidates.append(model.start_time - dt.timedelta(microseconds=1))
-        return max(candidate for candidate in candidates if candidate is not None)
 
     def push(self, job: Job) -> None:
         try:

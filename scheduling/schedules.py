@@ -47,6 +47,12 @@ DEFAULT_SCHEDULES = (
         kwargs={"older_than_days": 7},
         description="Delete checkout sessions not completed and not updated for 7 days.",
     ),
+    DefaultSchedule(
+        name="celery.backend_cleanup",
+        task="celery.backend_cleanup",
+        crontab={"minute": "0", "hour": "4"},  # 0 4 * * *  at 04:00 UTC every day
+        description="Delete task results older than CELERY_RESULT_EXPIRES_DAYS.",
+    ),
 )
 
 DEFAULTS_BY_NAME = {schedule.name: schedule for schedule in DEFAULT_SCHEDULES}

@@ -47,7 +47,11 @@ def seed_schedules(*, restore=(), models: SeedModels | None = None) -> list[tupl
         )
     report = []
     for default in DEFAULT_SCHEDULES:
-        crontab, _ = models.CrontabSchedule.objects.get_or_create(**default.crontab_fields())
+        # Crontab rows have no unique constraint; an admin may have made an identical one.
+        fields = default.crontab_fields()
+        crontab = models.CrontabSchedule.objects.filter(**fields).order_by("pk").first()
+        if crontab is None:
+            crontab = models.CrontabSchedule.objects.create(**fields)
         values = {
             "task": default.task,
             "crontab": crontab,

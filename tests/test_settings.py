@@ -72,7 +72,7 @@ def test_celery_is_json_only_with_late_acks_and_limits(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "json json ['json'] ['json'] 1 300 360 "
-        "django_celery_beat.schedulers:DatabaseScheduler {} True django-db"
+        "scheduling.beat:LeasedScheduler {} True django-db"
     )
 
 

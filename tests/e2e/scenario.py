@@ -78,7 +78,7 @@ def admin_set_interval(name: str, seconds: int) -> dict:
     url = f"/admin/django_celery_beat/periodictask/{task.pk}/change/"
     page = client.get(url)
     assert page.status_code == 200, page.status_code
-    data = form_data(page.context["adminform"].form)
+    data = change_form_data(page.context)
     interval, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
     data.update({"interval": str(interval.pk), "crontab": "", "solar": "", "clocked": ""})
     response = client.post(url, data)
@@ -94,14 +94,25 @@ def form_data(form) -> dict:
     for name, field in form.fields.items():
         value = form[name].value()
         widget = field.widget
+        key = form[name].html_name
         if isinstance(widget, CheckboxInput):
             if value:
-                data[name] = "on"
+                data[key] = "on"
         elif isinstance(widget, MultiWidget):
             for i, part in enumerate(widget.decompress(value)):
-                data[f"{name}_{i}"] = "" if part is None else str(part)
+                data[f"{key}_{i}"] = "" if part is None else str(part)
         elif value is not None:
-            data[name] = value if isinstance(value, list) else str(value)
+            data[key] = value if isinstance(value, list) else str(value)
+    return data
+
+
+def change_form_data(context) -> dict:
+    """The whole admin change form as a browser posts it: the model form and every inline."""
+    data = form_data(context["adminform"].form)
+    for inline in context.get("inline_admin_formsets", ()):
+        data.update(form_data(inline.formset.management_form))
+        for inline_form in inline.formset.forms:
+            data.update(form_data(inline_form))
     return data
 
 

@@ -1,0 +1,45 @@
+"""Worker side of the dispatch ledger: a scheduled run's row moves to started, then succeeded or
+failed, found by task id. Connected in ``SchedulingConfig.ready()``.
+
+Only messages beat (or "run now") sent carry the ``periodic_task_name`` header; other tasks cost
+nothing here. A ledger write that fails is logged and never fails the task itself.
+"""
+
+import structlog
+from django.db import DatabaseError, InterfaceError
+from django.utils import timezone
+
+from scheduling.beat_models import Dispatch
+
+log = structlog.get_logger(__name__)
+FINISHED = (Dispatch.State.SUCCEEDED, Dispatch.State.FAILED)
+
+
+def _scheduled(request) -> bool:
+    return bool(request is not None and getattr(request, "scheduled_slot", None))
+
+
+def _mark(task_id: str, **fields) -> None:
+    try:
+        Dispatch.objects.filter(task_id=task_id).update(**fields)
+    except (DatabaseError, InterfaceError) as exc:
+        log.error("ledger.write_failed", task_id=task_id, error=str(exc), **{
+            k: str(v) for k, v in fields.items()})
+
+
+def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
+    if task is not None and _scheduled(task.request):
+        _mark(task_id, state=Dispatch.State.STARTED, started_at=timezone.now(), finished_at=None)
+
+
+def on_task_success(sender=None, **kwargs):
+    if sender is not None and _scheduled(sender.request):
+        _mark(sender.request.id, state=Dispatch.State.SUCCEEDED, finished_at=timezone.now())
+
+
+def on_task_failure(sender=None, task_id=None, **kwargs):
+    # Sent for the final failure only (a retry raises Retry, not a failure), including from the
+    # worker's main process when the pool process was killed or hit the hard time limit, where
+    # ``sender.request`` is not this task's: so match by task id alone, like the other handlers.
+    if task_id:
+        _mark(task_id, state=Dispatch.State.FAILED, finished_at=timezone.now())
