@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -135,7 +135,8 @@ class LeasedScheduler(DatabaseScheduler):
     def tick(self, *args, **kwargs) -> float:
         now = self.clock()
         try:
-            close_old_connections()
+            if not connection.in_atomic_block:  # (tests drive ticks inside a transaction)
+                close_old_connections()
             self.refresh(now)
             was_leading = self.leading
             self.leading = self.take_lease(now)
@@ -197,7 +198,8 @@ class LeasedScheduler(DatabaseScheduler):
         leases = BeatLease.objects.filter(pk=LEASE_NAME)
         if leases.filter(holder=self.instance).update(renewed_at=now, expires_at=until):
             return True
-        taken = leases.filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now)).update(
+        free = Q(holder="") | Q(expires_at__isnull=True) | Q(expires_at__lt=now)
+        taken = leases.filter(free).update(
             holder=self.instance, acquired_at=now, renewed_at=now, expires_at=until
         )
         if taken:
@@ -235,10 +237,9 @@ class LeasedScheduler(DatabaseScheduler):
             BeatHeartbeat.objects.filter(instance=self.instance).update(**fields)
             return
         BeatHeartbeat.objects.filter(last_tick_at__lt=now - HEARTBEAT_RETENTION).delete()
-        hostname, pid = self.instance.rsplit(":", 2)[:2]
         BeatHeartbeat.objects.update_or_create(
             instance=self.instance,
-            defaults=dict(fields, hostname=hostname, pid=int(pid), started_at=now),
+            defaults=dict(fields, hostname=socket.gethostname(), pid=os.getpid(), started_at=now),
         )
         self._heartbeat_created = True
 

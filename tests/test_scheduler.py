@@ -1,0 +1,301 @@
+"""The scheduler in-process, on a fake clock, against PostgreSQL and the Redis test broker:
+lease, ledger, catch-up and overlap policies, change detection, heartbeat, resend."""
+
+import datetime as dt
+import json
+
+import pytest
+import redis
+from django.conf import settings
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from project.celery import app
+from scheduling.beat import LeasedScheduler
+from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch, JobPolicy, ScheduleVersion
+
+pytestmark = pytest.mark.django_db
+
+START = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
+
+
+class Clock:
+    def __init__(self, start=START):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture(autouse=True)
+def broker():
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def only(db):
+    """Leave only the jobs a test creates (the seeded defaults would dispatch too)."""
+    PeriodicTask.objects.all().delete()
+
+
+def interval_job(name, seconds, *, anchor=START, **fields):
+    every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
+    task = PeriodicTask.objects.create(name=name, task="scheduling.expire_coupons",
+                                       interval=every, **fields)
+    PeriodicTask.objects.filter(pk=task.pk).update(date_changed=anchor)
+    return task
+
+
+def minute_job(name, *, anchor=START):
+    cron = CrontabSchedule.objects.create(minute="*", timezone="UTC")
+    task = PeriodicTask.objects.create(name=name, task="scheduling.expire_coupons", crontab=cron)
+    PeriodicTask.objects.filter(pk=task.pk).update(date_changed=anchor)
+    return task
+
+
+def beat(clock, name):
+    return LeasedScheduler(app=app, clock=clock, instance=name)
+
+
+def rows(task, **filters):
+    return list(Dispatch.objects.filter(periodic_task=task, **filters).order_by("slot"))
+
+
+def sent_messages(broker):
+    return [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
+
+
+def test_two_schedulers_over_720_ticks_with_failovers_send_each_slot_once(clock, only, broker):
+    """Two beats tick on one fake clock for an hour (5 s ticks). The leader stalls past the
+    lease TTL twice (the other takes over), one stale leader tries to dispatch after losing the
+    lease, and one leader stops cleanly (the other takes over on the same tick)."""
+    every10 = interval_job("every-10s", 10)
+    minutely = minute_job("every-minute")
+    a, b = beat(clock, "a"), beat(clock, "b")
+    stalls = {"a": range(100, 130), "b": range(400, 440)}
+    leaders = []
+    for tick in range(720):
+        clock.advance(5)
+        if tick == 130:  # a wakes from its stall still believing it leads: the ledger fences it
+            a.leading = True
+            a.dispatch_due(clock())
+        if tick == 600 and a.leading:
+            a.close()
+        if tick == 600 and b.leading:
+            b.close()
+        ticked = [s for s in (a, b) if tick not in stalls[s.instance] and not s._closed]
+        for s in ticked:
+            s.tick()
+        leaders.append(tuple(s.instance for s in ticked if s.leading))
+
+    assert all(len(lead) <= 1 for lead in leaders), "two leaders on one tick"
+    assert {"a", "b"} <= {lead[0] for lead in leaders if lead}
+
+    def covered(task, step):
+        slots = []
+        for row in rows(task):
+            if row.kind == Dispatch.Kind.MISSED:
+                at = row.missed_from
+                while at <= row.slot:
+                    slots.append(at)
+                    at += step
+            else:
+                assert row.kind == Dispatch.Kind.SCHEDULED
+                slots.append(row.slot)
+        return slots
+
+    for task, step in ((every10, dt.timedelta(seconds=10)), (minutely, dt.timedelta(minutes=1))):
+        slots = covered(task, step)
+        expected = []
+        at = slots[0]
+        while at <= slots[-1]:
+            expected.append(at)
+            at += step
+        assert slots == expected, f"{task.name}: a slot lost or handled twice"
+        assert slots[-1] >= clock() - step - dt.timedelta(seconds=5)
+    scheduled = Dispatch.objects.filter(kind=Dispatch.Kind.SCHEDULED)
+    assert scheduled.values("task_id").distinct().count() == scheduled.count()
+    assert len(sent_messages(broker)) == scheduled.count()  # one message per dispatched slot
+    assert Dispatch.objects.filter(kind=Dispatch.Kind.MISSED).exists()  # the stalls missed some
+
+
+def test_message_carries_slot_and_name_headers_and_the_ledger_task_id(clock, only, broker):
+    job = interval_job("every-10s", 10)
+    clock.advance(10)
+    beat(clock, "a").tick()
+    (row,) = rows(job)
+    (message,) = sent_messages(broker)
+    headers = message["headers"]
+    assert headers["id"] == row.task_id
+    assert headers["periodic_task_name"] == "every-10s"
+    assert headers["scheduled_slot"] == "2026-11-23T12:00:10+00:00"
+    assert headers["task"] == "scheduling.expire_coupons"
+    assert row.state == Dispatch.State.SENT and row.slot == START + dt.timedelta(seconds=10)
+
+
+def test_standby_takes_over_after_ttl_and_at_once_after_a_clean_stop(clock, only):
+    interval_job("every-10s", 10)
+    a, b = beat(clock, "a"), beat(clock, "b")
+    a.tick()
+    b.tick()
+    assert (a.leading, b.leading) == (True, False)
+    clock.advance(settings.SCHEDULING_BEAT_LEASE_TTL - 1)  # a silent, lease not yet expired
+    b.tick()
+    assert not b.leading
+    clock.advance(2)
+    b.tick()
+    assert b.leading
+    a.tick()
+    assert not a.leading  # the old leader stands by; it neither exits nor fights
+    b.close()
+    a.tick()  # same instant: the released lease is free at once
+    assert a.leading
+    lease = BeatLease.objects.get()
+    assert lease.holder == "a"
+
+
+def test_restart_after_kill_continues_from_the_ledger(clock, only):
+    job = interval_job("every-10s", 10)
+    first = beat(clock, "first")
+    clock.advance(10)
+    first.tick()
+    assert len(rows(job)) == 1
+    # Killed (no close): a new process starts, waits out the lease, and must not resend 12:00:10.
+    clock.advance(settings.SCHEDULING_BEAT_LEASE_TTL + 1)
+    second = beat(clock, "second")
+    second.tick()
+    slots = [r.slot for r in rows(job)]
+    assert len(slots) == len(set(slots))
+    assert slots[0] == START + dt.timedelta(seconds=10)
+    assert second.leading
+
+
+def test_catch_up_runs_the_latest_slot_once_and_records_older_ones_missed(clock, only):
+    job = minute_job("every-minute")
+    Dispatch.objects.create(periodic_task=job, slot=START, task_name=job.task, task_id="x",
+                            state=Dispatch.State.SUCCEEDED)
+    clock.advance(30 * 60 + 20)  # beat was down for half an hour
+    beat(clock, "a").tick()
+    latest = rows(job)[-1]
+    (missed,) = rows(job, kind=Dispatch.Kind.MISSED)
+    assert (missed.missed_from, missed.slot, missed.missed_count) == (
+        START + dt.timedelta(minutes=1), START + dt.timedelta(minutes=29), 29
+    )
+    assert latest.kind == Dispatch.Kind.SCHEDULED and latest.slot == START + dt.timedelta(minutes=30)
+
+
+def test_slots_older_than_the_window_are_only_recorded(clock, only, broker):
+    job = minute_job("every-minute")
+    JobPolicy.objects.create(periodic_task=job, catch_up_window=300)
+    Dispatch.objects.create(periodic_task=job, slot=START, task_name=job.task, task_id="x")
+    # Hung at 12:00, wakes at 12:30:20: 12:30 is on time, 12:01..12:29 are older than the window.
+    clock.advance(30 * 60 + 20)
+    sched = beat(clock, "a")
+    sched.tick()
+    assert [r.kind for r in rows(job)] == ["scheduled", "missed", "scheduled"]
+    # A window of 0: after a stall, even the latest slot is only recorded (it is 40 s late,
+    # beyond the 10 s every slot is allowed for tick jitter).
+    JobPolicy.objects.filter(periodic_task=job).update(catch_up_window=0)
+    clock.advance(80)  # 12:31:40
+    sched.tick()
+    assert [r.kind for r in rows(job)] == ["scheduled", "missed", "scheduled", "missed"]
+    assert rows(job)[-1].slot == START + dt.timedelta(minutes=31)
+
+
+def test_overlap_skips_a_slot_while_the_previous_run_is_running(clock, only):
+    job = interval_job("every-10s", 10)
+    sched = beat(clock, "a")
+    clock.advance(10)
+    sched.tick()
+    Dispatch.objects.filter(periodic_task=job).update(state="started", started_at=clock())
+    clock.advance(10)
+    sched.tick()
+    assert [r.kind for r in rows(job)] == ["scheduled", "skipped"]
+    JobPolicy.objects.update_or_create(periodic_task=job, defaults={"overlap": "allow"})
+    clock.advance(10)
+    sched.tick()
+    assert [r.kind for r in rows(job)] == ["scheduled", "skipped", "scheduled"]
+
+
+@pytest.mark.parametrize("how", ["queryset_update", "raw_sql", "model_save"])
+def test_any_schedule_change_is_seen_on_the_next_tick(clock, only, how):
+    from django.db import connection
+
+    job = interval_job("every-10s", 10)
+    sched = beat(clock, "a")
+    sched.tick()
+    version = sched.loaded_version
+    if how == "queryset_update":
+        PeriodicTask.objects.filter(pk=job.pk).update(kwargs='{"x": 1}')
+    elif how == "raw_sql":
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE django_celery_beat_periodictask SET kwargs = %s WHERE id = %s",
+                           ['{"x": 1}', job.pk])
+    else:
+        job.kwargs = '{"x": 1}'
+        job.save()
+    assert ScheduleVersion.current() != version
+    clock.advance(1)
+    sched.tick()
+    assert sched.loaded_version == ScheduleVersion.current()
+    assert sched.jobs["every-10s"].model.kwargs == '{"x": 1}'
+
+
+def test_bookkeeping_writes_do_not_count_as_a_change(clock, only):
+    interval_job("every-10s", 10)
+    sched = beat(clock, "a")
+    clock.advance(10)
+    before = ScheduleVersion.current()
+    sched.tick()  # dispatches, which writes last_run_at and total_run_count
+    assert PeriodicTask.objects.get().total_run_count == 1
+    assert ScheduleVersion.current() == before
+
+
+def test_heartbeat_says_who_leads_and_which_schedule_it_loaded(clock, only):
+    interval_job("every-10s", 10)
+    a, b = beat(clock, "a"), beat(clock, "b")
+    a.tick()
+    b.tick()
+    beats = {h.instance: h for h in BeatHeartbeat.objects.all()}
+    assert beats["a"].is_leader and not beats["b"].is_leader
+    assert beats["a"].schedule_version == ScheduleVersion.current()
+    assert beats["a"].last_tick_at == clock()
+    a.close()
+    assert BeatHeartbeat.objects.get(instance="a").stopped_at == clock()
+
+
+def test_a_reserved_row_left_by_a_killed_beat_is_sent_again_with_its_task_id(clock, only, broker):
+    job = interval_job("every-10s", 10)
+    Dispatch.objects.create(periodic_task=job, slot=START, task_name=job.task, task_id="kept-id",
+                            state=Dispatch.State.RESERVED, dispatched_at=START)
+    clock.advance(5)
+    sched = beat(clock, "a")
+    sched.tick()
+    assert Dispatch.objects.get(task_id="kept-id").state == Dispatch.State.RESERVED  # too young
+    clock.advance(15)
+    sched.tick()
+    assert Dispatch.objects.get(task_id="kept-id").state == Dispatch.State.SENT
+    ids = [m["headers"]["id"] for m in sent_messages(broker)]
+    assert ids.count("kept-id") == 1
+
+
+def test_paused_time_is_not_caught_up_after_resume(clock, only):
+    job = minute_job("every-minute")
+    Dispatch.objects.create(periodic_task=job, slot=START, task_name=job.task, task_id="x")
+    clock.advance(3600)
+    JobPolicy.objects.create(periodic_task=job, resumed_at=clock())
+    clock.advance(61)
+    beat(clock, "a").tick()
+    assert [(r.kind, r.slot) for r in rows(job)][1:] == [
+        ("scheduled", START + dt.timedelta(minutes=61))
+    ]
