@@ -48,11 +48,12 @@ class Service:
         return f"--- {self.name} log ({self.log_path}) ---\n" + "\n".join(text[-lines:])
 
 
-def celery(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "project", *args]
+def celery(*args: str, app: str = "project") -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", app, *args]
 
 
-def worker(env: dict, log_dir: Path, hostname: str) -> Service:
+def worker(env: dict, log_dir: Path, hostname: str, app: str = "project",
+           concurrency: int = 1) -> Service:
     return Service(
         "worker",
         celery(
@@ -60,18 +61,19 @@ def worker(env: dict, log_dir: Path, hostname: str) -> Service:
             "-E",
             "--loglevel=INFO",
             "--pool=prefork",
-            "--concurrency=1",
+            f"--concurrency={concurrency}",
             f"--hostname={hostname}",
             "--without-mingle",
             "--without-gossip",
+            app=app,
         ),
         env,
         log_dir,
     )
 
 
-def beat(env: dict, log_dir: Path) -> Service:
-    return Service("beat", celery("beat", "--loglevel=INFO"), env, log_dir)
+def beat(env: dict, log_dir: Path, *args: str, name: str = "beat") -> Service:
+    return Service(name, celery("beat", "--loglevel=INFO", *args), env, log_dir)
 
 
 def wait_for_ping(env: dict, hostname: str, timeout: float = 60) -> str:
