@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing_bench
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench bench-scheduler
 
 install: $(VENV)/.installed
 
@@ -49,3 +49,9 @@ bench: export DJANGO_DEBUG = 0
 bench: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
 bench: install
 	$(VENV)/bin/python bench/jobs.py $(BENCH_ARGS)
+
+bench-scheduler: export DATABASE_URL = $(BENCH_DATABASE_URL)
+bench-scheduler: export DJANGO_DEBUG = 0
+bench-scheduler: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
+bench-scheduler: install
+	$(VENV)/bin/python bench/scheduler.py $(BENCH_ARGS)

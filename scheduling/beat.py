@@ -41,7 +41,7 @@ from scheduling.beat_models import (
     JobPolicy,
     ScheduleVersion,
 )
-from scheduling.dispatch import dispatch, resend_reserved
+from scheduling.dispatch import dispatch_many, resend_reserved
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,7 @@ class LeasedScheduler(DatabaseScheduler):
         self._loaded_at = 0.0
         self._heartbeat_created = False
         self._closed = False
+        self._resent_at: dt.datetime | None = None
         super().__init__(*args, **kwargs)
         self.max_interval = settings.SCHEDULING_BEAT_TICK
 
@@ -148,7 +149,10 @@ class LeasedScheduler(DatabaseScheduler):
             self.heartbeat(now)
             if not self.leading:
                 return float(self.max_interval)
-            resend_reserved(older_than=now - RESEND_AFTER, app=self.app, producer=self.producer)
+            if self._resent_at is None or now - self._resent_at >= RESEND_AFTER / 3:
+                resend_reserved(older_than=now - RESEND_AFTER, app=self.app,
+                                producer=self.producer)
+                self._resent_at = now
             self.dispatch_due(now)
         except (DatabaseError, InterfaceError) as exc:
             # Never dispatch on a lease we could not prove; retry on the next tick. The heartbeat
@@ -263,53 +267,67 @@ class LeasedScheduler(DatabaseScheduler):
             heapq.heappush(self._due, _Due(at, job.name))
 
     def dispatch_due(self, now: dt.datetime) -> None:
+        """Pop every job whose next slot has come, apply the policies, send in one batch."""
+        due_jobs = []
         while self._due and self._due[0].at <= now:
-            name = heapq.heappop(self._due).name
-            job = self.jobs.get(name)
-            if job is None:
-                continue
-            self.run_due(job, now)
+            job = self.jobs.get(heapq.heappop(self._due).name)
+            if job is not None:
+                due_jobs.append(job)
+        if not due_jobs:
+            return
+        running = self.running([job.model.pk for job in due_jobs], now)
+        to_send = []
+        for job in due_jobs:
+            slot = self.decide(job, now, running)
+            if slot is not None:
+                to_send.append((job.model, slot))
+        sent = dispatch_many(to_send, now=now, by=self.instance, app=self.app,
+                             producer=self.producer)
+        if sent:
+            ids = [row.periodic_task_id for row in sent]
+            PeriodicTask.objects.filter(pk__in=ids).update(
+                last_run_at=now, total_run_count=F("total_run_count") + 1
+            )
+            one_off = [row.periodic_task_id for row in sent if row.periodic_task.one_off]
+            if one_off:
+                PeriodicTask.objects.filter(pk__in=one_off).update(enabled=False)
+        for job in due_jobs:
             self.push(job)
 
-    def run_due(self, job: Job, now: dt.datetime) -> None:
-        """Apply the catch-up and overlap policies to ``job``'s due slots, then send."""
+    def decide(self, job: Job, now: dt.datetime, running: set[int]) -> dt.datetime | None:
+        """Apply the catch-up and overlap policies to ``job``'s due slots: the slot to send now,
+        or None. Slots not sent are recorded in the ledger (missed or skipped)."""
         model = job.model
         if model.expires and now >= model.expires:
             job.last = now  # expired: nothing more is due (stock beat disables the row)
-            return
+            return None
         due = slots.latest_due(job.schedule, job.last, now)
         if due is None:
-            return
+            return None
         on_time = now - due.latest <= max(job.policy.window(), ON_TIME)
         if not on_time:
             self.record_missed(job, due.first, due.latest, due.count, now)
             job.last = due.latest
-            return
+            return None
         if due.before_latest is not None:
             self.record_missed(job, due.first, due.before_latest, due.count - 1, now)
         job.last = due.latest
-        if job.policy.overlap == JobPolicy.Overlap.SKIP and self.still_running(job, now):
+        if job.policy.overlap == JobPolicy.Overlap.SKIP and model.pk in running:
             self.record(job, due.latest, Dispatch.Kind.SKIPPED, now)
             log.warning("beat.skipped_overlap", job=job.name, slot=due.latest.isoformat())
-            return
-        row = dispatch(
-            model, slot=due.latest, now=now, by=self.instance, app=self.app,
-            producer=self.producer,
-        )
-        if row is not None:
-            PeriodicTask.objects.filter(pk=model.pk).update(
-                last_run_at=now, total_run_count=F("total_run_count") + 1
-            )
-            if model.one_off:
-                PeriodicTask.objects.filter(pk=model.pk).update(enabled=False)
+            return None
+        return due.latest
 
-    def still_running(self, job: Job, now: dt.datetime) -> bool:
+    def running(self, task_ids: list[int], now: dt.datetime) -> set[int]:
+        """Jobs among ``task_ids`` with a run started and not finished within the hard limit."""
         limit = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
-        return Dispatch.objects.filter(
-            periodic_task_id=job.model.pk,
-            state=Dispatch.State.STARTED,
-            started_at__gte=now - limit,
-        ).exists()
+        return set(
+            Dispatch.objects.filter(
+                periodic_task_id__in=task_ids,
+                state=Dispatch.State.STARTED,
+                started_at__gte=now - limit,
+            ).values_list("periodic_task_id", flat=True)
+        )
 
     def record(self, job: Job, slot: dt.datetime, kind: str, now: dt.datetime, **extra) -> None:
         Dispatch.objects.bulk_create(

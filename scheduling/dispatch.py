@@ -13,7 +13,6 @@ import uuid
 
 import structlog
 from celery import current_app
-from django.db import IntegrityError, transaction
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
@@ -58,43 +57,59 @@ def dispatch(
     app=None,
     producer=None,
 ) -> Dispatch | None:
-    """Reserve ``slot`` in the ledger, send the task, confirm. None if the slot was taken.
+    """Reserve ``slot`` of ``model`` in the ledger, send the task, confirm. None if the slot was
+    already taken. See ``dispatch_many``."""
+    rows = dispatch_many([(model, slot)], now=now, by=by, kind=kind, app=app, producer=producer)
+    return rows[0] if rows else None
 
-    Steps: (1) insert the ledger row (state reserved) in its own transaction: a unique conflict
-    means another beat, or this one before a restart, already sent this slot; (2) publish;
-    (3) compare-and-set the row to sent. If publishing fails the row is deleted so the slot is
-    tried again; if the process dies between (1) and (3), the leader re-sends reserved rows
-    (``resend_reserved``) with the same task id.
+
+def dispatch_many(due, *, now, by, kind=Dispatch.Kind.SCHEDULED, app=None, producer=None):
+    """Send every ``(model, slot)`` in ``due`` whose slot is still free; return their rows.
+
+    Steps: (1) insert all ledger rows (state reserved) in one statement that skips conflicts
+    with the unique (periodic task, slot) constraint: a conflict means another beat, or this
+    one before a restart, already sent that slot; (2) publish each row we did insert; (3) mark
+    them sent (compare-and-set from reserved). If publishing fails the row is deleted so the slot
+    is tried again; if the process dies between (1) and (3), the leader re-sends reserved rows
+    (``resend_reserved``) with the same task id. Four queries for any number of slots.
     """
-    row = Dispatch(
-        periodic_task=model,
-        slot=slot,
-        kind=kind,
-        state=Dispatch.State.RESERVED,
-        task_id=str(uuid.uuid4()),
-        task_name=model.task,
-        dispatched_by=by,
-        dispatched_at=now,
+    wanted = [
+        Dispatch(
+            periodic_task=model, slot=slot, kind=kind, state=Dispatch.State.RESERVED,
+            task_id=str(uuid.uuid4()), task_name=model.task, dispatched_by=by, dispatched_at=now,
+        )
+        for model, slot in due
+    ]
+    if not wanted:
+        return []
+    Dispatch.objects.bulk_create(wanted, ignore_conflicts=True)
+    ours = set(
+        Dispatch.objects.filter(task_id__in=[row.task_id for row in wanted]).values_list(
+            "task_id", flat=True
+        )
     )
-    try:
-        with transaction.atomic():
-            row.save(force_insert=True)
-    except IntegrityError:
-        log.info("beat.slot_taken", job=model.name, slot=slot.isoformat())
-        return None
-    try:
-        publish(model, row, app=app, producer=producer)
-    except Exception:
-        Dispatch.objects.filter(pk=row.pk, state=Dispatch.State.RESERVED).delete()
-        raise
-    Dispatch.objects.filter(pk=row.pk, state=Dispatch.State.RESERVED).update(
-        state=Dispatch.State.SENT
-    )
-    log.info(
-        "beat.dispatched", job=model.name, task=model.task, slot=slot.isoformat(),
-        task_id=row.task_id, kind=kind,
-    )
-    return row
+    sent = []
+    for row in wanted:
+        if row.task_id not in ours:
+            log.info("beat.slot_taken", job=row.periodic_task.name, slot=row.slot.isoformat())
+            continue
+        try:
+            publish(row.periodic_task, row, app=app, producer=producer)
+        except Exception:
+            Dispatch.objects.filter(task_id=row.task_id, state=Dispatch.State.RESERVED).delete()
+            Dispatch.objects.filter(
+                task_id__in=[r.task_id for r in sent], state=Dispatch.State.RESERVED
+            ).update(state=Dispatch.State.SENT)
+            raise
+        sent.append(row)
+        log.info(
+            "beat.dispatched", job=row.periodic_task.name, task=row.task_name,
+            slot=row.slot.isoformat(), task_id=row.task_id, kind=kind,
+        )
+    Dispatch.objects.filter(
+        task_id__in=[row.task_id for row in sent], state=Dispatch.State.RESERVED
+    ).update(state=Dispatch.State.SENT)
+    return sent
 
 
 def resend_reserved(*, older_than: dt.datetime, app=None, producer=None) -> int:

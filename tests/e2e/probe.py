@@ -15,8 +15,9 @@ RUNS_KEY = "probe:runs"
 
 
 @app.task(name="tests.probe", bind=True)
-def probe(self):
+def probe(self, **kwargs):
     redis.Redis.from_url(app.conf.broker_url).rpush(RUNS_KEY, json.dumps({
+        "kwargs": kwargs,
         "name": getattr(self.request, "periodic_task_name", None),
         "slot": getattr(self.request, "scheduled_slot", None),
         "id": self.request.id,
