@@ -47,14 +47,15 @@ def pct(values, q):
 
 
 def reset():
-    from django_celery_beat.models import PeriodicTask
+    from django.db import connection
 
-    from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch
-
-    Dispatch.objects.all().delete()
-    PeriodicTask.objects.all().delete()
-    BeatLease.objects.all().delete()
-    BeatHeartbeat.objects.all().delete()
+    # TRUNCATE, not .delete(): django-celery-beat bumps its change row once per deleted task.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE django_celery_beat_periodictask, scheduling_dispatch, "
+            "scheduling_jobpolicy, scheduling_schedulechange, scheduling_beatlease, "
+            "scheduling_beatheartbeat CASCADE"
+        )
 
 
 def make_tasks(count, seconds, prefix, task="scheduling.expire_coupons", anchor=None):

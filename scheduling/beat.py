@@ -110,6 +110,7 @@ class LeasedScheduler(DatabaseScheduler):
         self._heartbeat_created = False
         self._closed = False
         self._resent_at: dt.datetime | None = None
+        self._replan = False
         super().__init__(*args, **kwargs)
         self.max_interval = settings.SCHEDULING_BEAT_TICK
 
@@ -141,8 +142,9 @@ class LeasedScheduler(DatabaseScheduler):
             self.refresh(now)
             was_leading = self.leading
             self.leading = self.take_lease(now)
-            if self.leading and not was_leading:
-                log.info("beat.leading", instance=self.instance)
+            if self.leading and (not was_leading or self._replan):
+                if not was_leading:
+                    log.info("beat.leading", instance=self.instance)
                 self.plan(now)  # continue from the ledger, not from what we knew as a standby
             elif was_leading and not self.leading:
                 log.warning("beat.lost_lease", instance=self.instance)
@@ -160,7 +162,25 @@ class LeasedScheduler(DatabaseScheduler):
             self.leading = False
             log.error("beat.database_error", error=str(exc), instance=self.instance)
             return float(self.max_interval)
+        except Exception as exc:
+            # Broker down or a message that cannot be built: the ledger rows of what was not
+            # sent were removed; plan again from the ledger so those slots are retried (within
+            # the catch-up window) once sending works again. Beat itself keeps running.
+            self._replan = True
+            self.drop_connection()
+            log.error("beat.send_failed", error=repr(exc), instance=self.instance)
+            return float(self.max_interval)
         return self.sleep_for(now)
+
+    def drop_connection(self) -> None:
+        """Forget the broker connection and producer; the next send opens fresh ones."""
+        self.__dict__.pop("producer", None)
+        connection = self.__dict__.pop("connection", None)
+        if connection is not None:
+            try:
+                connection.release()
+            except Exception:  # already broken: nothing to release
+                pass
 
     def sleep_for(self, now: dt.datetime) -> float:
         if not self._due:
@@ -250,6 +270,7 @@ class LeasedScheduler(DatabaseScheduler):
     # --- 4. dispatch ---------------------------------------------------------------------------
     def plan(self, now: dt.datetime) -> None:
         """Set each job's last handled slot from the ledger and rebuild the due heap."""
+        self._replan = False
         last_slots = Dispatch.objects.last_slots([job.model.pk for job in self.jobs.values()])
         self._due = []
         for job in self.jobs.values():

@@ -67,12 +67,12 @@ class ScheduleVersion(models.Model):
     version = models.BigIntegerField(default=0)
     changed_at = models.DateTimeField(null=True)
 
+    def __str__(self):
+        return f"schedule version {self.version}"
+
     @classmethod
     def current(cls) -> int:
         return cls.objects.filter(pk=1).values_list("version", flat=True).first() or 0
-
-    def __str__(self):
-        return f"schedule version {self.version}"
 
 
 class DispatchQuerySet(models.QuerySet):

@@ -29,7 +29,7 @@ from django_celery_beat.models import (
 
 from scheduling import slots
 from scheduling.beat import anchor
-from scheduling.beat_models import Dispatch, JobPolicy, ScheduleChange
+from scheduling.beat_models import BeatHeartbeat, Dispatch, JobPolicy, ScheduleChange
 from scheduling.checks import registered_task_names
 from scheduling.dispatch import dispatch
 
@@ -40,7 +40,7 @@ AUDITED_FIELDS = (
 )
 
 
-# --- next run times --------------------------------------------------------------------------------
+# --- next run times ------------------------------------------------------------------------------
 def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5) -> list[slots.Slot]:
     """The next ``count`` slots of ``model`` after ``now``, as beat will compute them."""
     try:
@@ -83,7 +83,7 @@ def dst_note(runs: list[slots.Slot]) -> str:
     return "; ".join(sorted({slot.dst for slot in runs if slot.dst}))
 
 
-# --- forms -------------------------------------------------------------------------------------------
+# --- forms ---------------------------------------------------------------------------------------
 class ScheduleForm(beat_admin.PeriodicTaskForm):
     """The task field is a choice of registered task names; anything else is an error."""
 
@@ -340,7 +340,7 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
         return None
 
 
-# --- schedules shared by periodic tasks ------------------------------------------------------
+# --- schedules shared by periodic tasks ----------------------------------------------------------
 class AuditedScheduleMixin:
     """An edit to a crontab or interval row changes every job using it: record it on each."""
 
@@ -410,3 +410,13 @@ class DispatchAdmin(ScheduleChangeAdmin):
     date_hierarchy = "slot"
     list_select_related = ("periodic_task",)
     show_full_result_count = False
+
+
+@admin.register(BeatHeartbeat)
+class BeatHeartbeatAdmin(ScheduleChangeAdmin):
+    list_display = ("instance", "is_leader", "last_tick_at", "schedule_version", "started_at",
+                    "stopped_at")
+    list_filter = ("is_leader",)
+    search_fields = ("instance", "hostname")
+    date_hierarchy = None
+    ordering = ("-last_tick_at",)

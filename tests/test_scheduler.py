@@ -191,7 +191,8 @@ def test_catch_up_runs_the_latest_slot_once_and_records_older_ones_missed(clock,
     assert (missed.missed_from, missed.slot, missed.missed_count) == (
         START + dt.timedelta(minutes=1), START + dt.timedelta(minutes=29), 29
     )
-    assert latest.kind == Dispatch.Kind.SCHEDULED and latest.slot == START + dt.timedelta(minutes=30)
+    assert latest.kind == Dispatch.Kind.SCHEDULED
+    assert latest.slot == START + dt.timedelta(minutes=30)
 
 
 def test_slots_older_than_the_window_are_only_recorded(clock, only, broker):
@@ -299,3 +300,25 @@ def test_paused_time_is_not_caught_up_after_resume(clock, only):
     assert [(r.kind, r.slot) for r in rows(job)][1:] == [
         ("scheduled", START + dt.timedelta(minutes=61))
     ]
+
+
+def test_a_send_that_fails_is_retried_from_the_ledger_once_the_broker_answers(
+    clock, only, broker, monkeypatch
+):
+    job = interval_job("every-10s", 10)
+    sched = beat(clock, "a")
+    # A real connection refused: beat writes to a port nothing listens on (the environment
+    # variable is what Celery reads first), and does not retry the publish.
+    monkeypatch.setenv("CELERY_BROKER_WRITE_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setitem(app.conf, "task_publish_retry_policy", {"max_retries": 0})
+    monkeypatch.setitem(app.conf, "broker_connection_max_retries", 1)
+    clock.advance(10)
+    assert sched.tick() == settings.SCHEDULING_BEAT_TICK  # logged, beat keeps running
+    assert not rows(job)  # the reserved row of the failed send was removed
+
+    monkeypatch.delenv("CELERY_BROKER_WRITE_URL")
+    clock.advance(1)
+    sched.tick()
+    (row,) = rows(job)
+    assert (row.slot, row.state) == (START + dt.timedelta(seconds=10), Dispatch.State.SENT)
+    assert [m["headers"]["id"] for m in sent_messages(broker)] == [row.task_id]
