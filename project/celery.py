@@ -6,7 +6,8 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-app = Celery("project")
+# Every task of the project gets the dead-letter base class (a DjangoTask subclass).
+app = Celery("project", task_cls="deadletters.base:BaseTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

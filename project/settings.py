@@ -228,6 +228,19 @@ if SCHEDULING_BATCH_MAX < SCHEDULING_BATCH_SIZE:
         f"SCHEDULING_BATCH_SIZE ({SCHEDULING_BATCH_SIZE})."
     )
 
+# --- Dead letters ---------------------------------------------------------------------------------
+# Resolved and ignored dead letters are deleted this many days after the decision; pending ones
+# never are (deadletters.prune_dead_letters, seeded daily).
+DEADLETTERS_RETENTION_DAYS = env_int("DEADLETTERS_RETENTION_DAYS", 30, minimum=1)
+# A message delivered more than this many times without finishing (it keeps killing its worker
+# process) is dead-lettered instead of being run again. Applies to acks_late tasks.
+DEADLETTERS_MAX_DELIVERIES = env_int("DEADLETTERS_MAX_DELIVERIES", 3, minimum=1)
+# Argument keys whose values are redacted before a dead letter is stored (matched ignoring case
+# and separators, as substrings: "card_number" also covers "cardNumber" and "old_card_number").
+DEADLETTERS_REDACT_KEYS = env_list(
+    "DEADLETTERS_REDACT_KEYS", ["password", "token", "secret", "card_number", "cvv"]
+)
+
 # --- Logging (structlog for Django and Celery) ----------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper()
 LOG_FORMAT = env_choice("LOG_FORMAT", "auto", {"auto", "json", "console"})

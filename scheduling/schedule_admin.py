@@ -13,9 +13,7 @@ import datetime as dt
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db import transaction
-from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
@@ -27,6 +25,7 @@ from django_celery_beat.models import (
     PeriodicTask,
 )
 
+from project.admin_actions import ask_reason
 from scheduling import slots
 from scheduling.beat import anchor
 from scheduling.beat_models import BeatHeartbeat, Dispatch, JobPolicy, ScheduleChange
@@ -112,14 +111,6 @@ class ScheduleForm(beat_admin.PeriodicTaskForm):
         if data.get("expire_seconds") is not None and data.get("expires"):
             raise forms.ValidationError("Set either expires or expire_seconds, not both.")
         return data
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        max_length=2000,
-        help_text="Recorded with your name in the schedule's change history.",
-    )
 
 
 # --- audit helpers -------------------------------------------------------------------------------
@@ -298,20 +289,20 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
 
     def _pause_or_resume(self, request, queryset, *, pause: bool):
         verb = "pause" if pause else "resume"
-        form = ReasonForm(request.POST if "confirm" in request.POST else None)
-        if not form.is_valid():
-            return TemplateResponse(request, "admin/scheduling/pause_resume.html", {
-                **self.admin_site.each_context(request),
-                "title": f"{verb.capitalize()} {queryset.count()} job(s)",
-                "verb": verb,
-                "form": form,
-                "queryset": queryset,
-                "opts": self.model._meta,
-                "action_name": verb,
-                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-                "select_across": request.POST.get("select_across", "0"),
-            })
-        reason, now, done = form.cleaned_data["reason"], timezone.now(), 0
+        reason, page = ask_reason(
+            self, request, queryset, action=verb, submit=verb.capitalize(),
+            title=f"{verb.capitalize()} {queryset.count()} job(s)",
+            intro=(
+                "Beat stops sending these jobs until they are resumed. Slots that pass while a "
+                "job is paused are not caught up." if pause else
+                "Beat sends these jobs again from their next slot; slots that passed while "
+                "paused are not caught up."
+            ),
+            describe=lambda job: f"{job.name} ({job.task}{'' if job.enabled else ', paused'})",
+        )
+        if page is not None:
+            return page
+        now, done = timezone.now(), 0
         for model in queryset:
             # Compare-and-set: two admins pausing at once record one pause.
             if not PeriodicTask.objects.filter(pk=model.pk, enabled=pause).update(

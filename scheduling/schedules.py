@@ -53,6 +53,13 @@ DEFAULT_SCHEDULES = (
         crontab={"minute": "0", "hour": "4"},  # 0 4 * * *  at 04:00 UTC every day
         description="Delete task results older than CELERY_RESULT_EXPIRES_DAYS.",
     ),
+    DefaultSchedule(
+        name="prune-dead-letters",
+        task="deadletters.prune_dead_letters",
+        crontab={"minute": "45", "hour": "4"},  # 45 4 * * *  at 04:45 UTC every day
+        description="Delete resolved and ignored dead letters older than "
+        "DEADLETTERS_RETENTION_DAYS; pending ones are kept.",
+    ),
 )
 
 DEFAULTS_BY_NAME = {schedule.name: schedule for schedule in DEFAULT_SCHEDULES}

@@ -27,3 +27,74 @@ def probe(self, **kwargs):
 
 def runs(broker_url: str) -> list[dict]:
     return [json.loads(raw) for raw in redis.Redis.from_url(broker_url).lrange(RUNS_KEY, 0, -1)]
+
+
+# --- tasks that fail, one per way a task can fail for good (tests/e2e/test_dead_letters.py) ---
+import os  # noqa: E402
+import signal  # noqa: E402
+
+from celery.exceptions import Reject  # noqa: E402
+
+
+def _redis():
+    return redis.Redis.from_url(app.conf.broker_url)
+
+
+@app.task(name="tests.fail_after_retries", bind=True, max_retries=2, default_retry_delay=0)
+def fail_after_retries(self):
+    try:
+        raise RuntimeError("fails every time")
+    except RuntimeError as exc:
+        raise self.retry(exc=exc, countdown=0) from exc
+
+
+@app.task(name="tests.autoretry_exhausted", autoretry_for=(ConnectionError,), max_retries=2,
+          retry_backoff=False, default_retry_delay=0)
+def autoretry_exhausted():
+    raise ConnectionError("the service stays down")
+
+
+@app.task(name="tests.permanent_error")
+def permanent_error(amount):
+    raise ValueError(f"amount must be positive, got {amount}")
+
+
+@app.task(name="tests.hard_time_limit", time_limit=2, soft_time_limit=1.5)
+def hard_time_limit():
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(10)
+    except SoftTimeLimitExceeded:
+        time.sleep(10)  # ignores the soft limit: the hard limit kills the process
+
+
+@app.task(name="tests.kill_pool_process")
+def kill_pool_process():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="tests.reject")
+def reject():
+    raise Reject(RuntimeError("message refused"), requeue=False)
+
+
+@app.task(name="tests.poison", acks_late=True, reject_on_worker_lost=True)
+def poison():
+    _redis().incr("probe:poison-runs")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.task(name="tests.flaky", bind=True, max_retries=3, default_retry_delay=0)
+def flaky(self, key, failures):
+    attempt = _redis().incr(key)
+    if attempt <= failures:
+        raise self.retry(exc=RuntimeError(f"attempt {attempt} fails"), countdown=0)
+    return attempt
+
+
+@app.task(name="tests.until_fixed")
+def until_fixed(key, **kwargs):
+    if _redis().get(key) != b"fixed":
+        raise RuntimeError(f"{key} is not fixed yet")
+    return "ok"

@@ -1,0 +1,115 @@
+"""The dead-letter admin: list, filter, read; ``requeue`` and ``ignore`` behind their own
+permissions. Staff with view permission only see no actions."""
+
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+from django.utils.translation import ngettext
+
+from deadletters import services
+from deadletters.models import DeadLetter
+from project.admin_actions import ask_reason
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    list_display = ("failed_at", "task_name", "status", "exception_type", "short_message",
+                    "retries", "periodic_task_name", "replayable")
+    list_filter = ("status", "task_name", "exception_type", "failed_at", "replayable")
+    search_fields = ("=task_id", "task_name", "exception_message")
+    date_hierarchy = "failed_at"
+    show_full_result_count = False  # no COUNT(*) over the whole table on a filtered page
+    actions = ("requeue", "ignore")
+    list_per_page = 50
+    fieldsets = (
+        (None, {"fields": ("task_name", "task_id", "status", "failed_at", "worker", "retries",
+                           "queue", "periodic_task_name", "scheduled_slot")}),
+        ("Error", {"fields": ("exception_type", "exception_message", "readable_traceback")}),
+        ("Arguments", {"fields": ("readable_args", "readable_kwargs", "replayable",
+                                  "not_replayable_reason")}),
+        ("Decision", {"fields": ("resolved_by", "resolved_at", "resolution_note",
+                                 "requeued_task_id", "requeued_from", "requeued_as_links")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f for fs in self.fieldsets for f in fs[1]["fields"]]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # decisions go through the actions, which record who and why
+
+    def has_requeue_permission(self, request):
+        return request.user.has_perm("deadletters.requeue_deadletter")
+
+    def has_ignore_permission(self, request):
+        return request.user.has_perm("deadletters.ignore_deadletter")
+
+    @admin.display(description="message")
+    def short_message(self, obj):
+        return obj.exception_message[:120]
+
+    @admin.display(description="traceback")
+    def readable_traceback(self, obj):
+        return format_html('<pre style="white-space: pre-wrap">{}</pre>', obj.traceback or "-")
+
+    @admin.display(description="args")
+    def readable_args(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.args, indent=2, sort_keys=True))
+
+    @admin.display(description="kwargs")
+    def readable_kwargs(self, obj):
+        return format_html("<pre>{}</pre>", json.dumps(obj.kwargs, indent=2, sort_keys=True))
+
+    @admin.display(description="requeued as")
+    def requeued_as_links(self, obj):
+        later = list(obj.requeued_as.all())
+        if not later:
+            return "-"
+        return format_html(", ".join(
+            f'<a href="../../{row.pk}/change/">{row.task_id}</a>' for row in later))
+
+    @admin.action(description="Requeue selected dead letters", permissions=["requeue"])
+    def requeue(self, request, queryset):
+        outcome = services.requeue(list(queryset), by=request.user)
+        for row in outcome.requeued:
+            self.log_change(request, row, f"requeued as {row.requeued_task_id}")
+        if outcome.requeued:
+            self.message_user(request, ngettext(
+                "%d dead letter requeued.", "%d dead letters requeued.", len(outcome.requeued)
+            ) % len(outcome.requeued), messages.SUCCESS)
+        for row, reason in outcome.refused:
+            self.message_user(request, f"{row.task_name} [{row.task_id}] not requeued, still "
+                              f"pending: {reason}.", messages.ERROR)
+        if outcome.already:
+            self.message_user(request, ngettext(
+                "%d was already decided by someone else and was left as it is.",
+                "%d were already decided by someone else and were left as they are.",
+                len(outcome.already)) % len(outcome.already), messages.WARNING)
+
+    @admin.action(description="Ignore selected dead letters…", permissions=["ignore"])
+    def ignore(self, request, queryset):
+        reason, page = ask_reason(
+            self, request, queryset, action="ignore", submit="Ignore",
+            title=f"Ignore {queryset.count()} dead letter(s)",
+            intro="Ignored dead letters are not replayed; they are deleted after the retention "
+                  "period. Say why.",
+            describe=lambda row: f"{row.task_name} [{row.task_id}]: {row.exception_type} "
+                                 f"({row.status})",
+        )
+        if page is not None:
+            return page
+        done, already = services.ignore(list(queryset), by=request.user, reason=reason)
+        for row in done:
+            self.log_change(request, row, f"ignored: {reason}")
+        self.message_user(request, ngettext(
+            "%d dead letter ignored.", "%d dead letters ignored.", len(done)) % len(done),
+            messages.SUCCESS)
+        if already:
+            self.message_user(request, ngettext(
+                "%d was not pending and was left as it is.",
+                "%d were not pending and were left as they are.", len(already)) % len(already),
+                messages.WARNING)
+        return None
