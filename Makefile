@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing_bench
 
-.PHONY: install run test lint bench bench-scheduler
+.PHONY: install run test lint bench bench-scheduler bench-deadletters
 
 install: $(VENV)/.installed
 
@@ -55,3 +55,10 @@ bench-scheduler: export DJANGO_DEBUG = 0
 bench-scheduler: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
 bench-scheduler: install
 	$(VENV)/bin/python bench/scheduler.py $(BENCH_ARGS)
+
+bench-deadletters: export DATABASE_URL = $(BENCH_DATABASE_URL)
+bench-deadletters: export DJANGO_DEBUG = 0
+bench-deadletters: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
+bench-deadletters: export LOG_LEVEL = error
+bench-deadletters: install
+	$(VENV)/bin/python bench/deadletters.py $(BENCH_ARGS)
