@@ -1,4 +1,6 @@
 import pytest
+import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
@@ -33,3 +35,12 @@ def view_only_client(client, db):
     user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def broker():
+    """The test broker (Redis DB 15), empty before and after the test."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()

@@ -7,8 +7,6 @@ import datetime as dt
 import json
 
 import pytest
-import redis
-from django.conf import settings
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -20,16 +18,8 @@ from deadletters.capture import redact
 from deadletters.models import DeadLetter, Delivery
 from deadletters.tasks import prune_dead_letters
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 CHANGELIST = "/admin/deadletters/deadletter/"
-
-
-@pytest.fixture(autouse=True)
-def broker():
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 def sent(broker):

@@ -5,7 +5,6 @@ import datetime as dt
 import json
 
 import pytest
-import redis
 from django.conf import settings
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
@@ -13,7 +12,7 @@ from project.celery import app
 from scheduling.beat import LeasedScheduler
 from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch, JobPolicy, ScheduleVersion
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
 START = dt.datetime(2026, 11, 23, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -27,14 +26,6 @@ class Clock:
 
     def advance(self, seconds):
         self.now += dt.timedelta(seconds=seconds)
-
-
-@pytest.fixture(autouse=True)
-def broker():
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    client.flushdb()
-    yield client
-    client.flushdb()
 
 
 @pytest.fixture
