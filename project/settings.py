@@ -132,7 +132,7 @@ X_FRAME_OPTIONS = "DENY"
 if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The health probes are plain HTTP from inside the cluster; never redirect them.
-SECURE_REDIRECT_EXEMPT = [r"^health/"]
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]  # probes and scrapers inside the network
 
 # --- Celery ---------------------------------------------------------------------------------------
 _broker_url = env_str("CELERY_BROKER_URL")
@@ -240,6 +240,28 @@ DEADLETTERS_MAX_DELIVERIES = env_int("DEADLETTERS_MAX_DELIVERIES", 3, minimum=1)
 DEADLETTERS_REDACT_KEYS = env_list(
     "DEADLETTERS_REDACT_KEYS", ["password", "token", "secret", "card_number", "cvv"]
 )
+
+# --- Monitoring and alerts ------------------------------------------------------------------------
+# Per job defaults (editable beside each schedule in the admin): seconds a due run may take to be
+# dispatched / started and leftover work may wait, and how many failed runs in a row are failing.
+MONITORING_GRACE = env_int("MONITORING_GRACE", 120, minimum=1)
+MONITORING_FAILURES = env_int("MONITORING_FAILURES", 1, minimum=1)
+# Notify after this many bad evaluations in a row, and the recovery after this many good ones.
+MONITORING_ALERT_AFTER = env_int("MONITORING_ALERT_AFTER", 2, minimum=1)
+MONITORING_RECOVER_AFTER = env_int("MONITORING_RECOVER_AFTER", 2, minimum=1)
+MONITORING_WEBHOOK_URL = env_str("MONITORING_WEBHOOK_URL", "")  # Slack-compatible JSON POST
+MONITORING_RUN_RETENTION_DAYS = env_int("MONITORING_RUN_RETENTION_DAYS", 30, minimum=1)
+MONITORING_HEALTH_CACHE = env_int("MONITORING_HEALTH_CACHE", 5, minimum=0)
+# Detail on the health endpoints and /metrics for requests with "Authorization: Bearer <token>".
+HEALTH_TOKEN = env_str("HEALTH_TOKEN", "")
+# Pinged by the leading beat every minute when set (an outside dead-man's switch).
+SCHEDULING_DEADMAN_URL = env_str("SCHEDULING_DEADMAN_URL", "")
+# Email alerts go to ADMINS (comma-separated addresses) through the SMTP server below.
+ADMINS = [("", address) for address in env_list("DJANGO_ADMINS", [])]
+SERVER_EMAIL = env_str("DJANGO_SERVER_EMAIL", "billing-scheduler@localhost")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_TIMEOUT = 10
 
 # --- Logging (structlog for Django and Celery) ----------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", {"debug", "info", "warning", "error"}).upper()

@@ -22,7 +22,9 @@ import heapq
 import os
 import secrets
 import socket
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
 import structlog
@@ -52,6 +54,8 @@ ON_TIME = dt.timedelta(seconds=10)
 RESEND_AFTER = dt.timedelta(seconds=15)
 #: A full reload even without a version change, in case a trigger was dropped by hand.
 FULL_RELOAD_EVERY = 300.0
+#: How often the leader pings the dead-man's switch URL.
+DEADMAN_EVERY = dt.timedelta(seconds=60)
 #: Heartbeat rows of beats that stopped ticking this long ago are deleted.
 HEARTBEAT_RETENTION = dt.timedelta(days=7)
 
@@ -95,6 +99,24 @@ def anchor(model: PeriodicTask, policy: JobPolicy, last_slot: dt.datetime | None
     return max(candidate for candidate in candidates if candidate is not None)
 
 
+def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5) -> list[slots.Slot]:
+    """The next ``count`` slots of ``model`` after ``now``, as beat will compute them (an
+    interval counts from the job's last ledger slot)."""
+    try:
+        schedule = model.schedule
+    except Exception:
+        return []
+    if isinstance(schedule, slots.schedules.schedule):
+        last = Dispatch.objects.last_slots([model.pk]).get(model.pk)
+        policy = getattr(model, "policy", None) or JobPolicy(periodic_task=model)
+        start = anchor(model, policy, last)
+        every = schedule.run_every
+        if start < now:
+            start += int((now - start) / every) * every
+        return slots.upcoming(schedule, start, count)
+    return slots.upcoming(schedule, now, count)
+
+
 class LeasedScheduler(DatabaseScheduler):
     """django-celery-beat's DatabaseScheduler with a leader lease, ledger and heartbeat."""
 
@@ -111,6 +133,7 @@ class LeasedScheduler(DatabaseScheduler):
         self._closed = False
         self._resent_at: dt.datetime | None = None
         self._replan = False
+        self._pinged_at: dt.datetime | None = None
         super().__init__(*args, **kwargs)
         self.max_interval = settings.SCHEDULING_BEAT_TICK
 
@@ -156,6 +179,7 @@ class LeasedScheduler(DatabaseScheduler):
                                 producer=self.producer)
                 self._resent_at = now
             self.dispatch_due(now)
+            self.ping_deadman(now)
         except (DatabaseError, InterfaceError) as exc:
             # Never dispatch on a lease we could not prove; retry on the next tick. The heartbeat
             # stops moving meanwhile, which is what the liveness check reports.
@@ -171,6 +195,23 @@ class LeasedScheduler(DatabaseScheduler):
             log.error("beat.send_failed", error=repr(exc), instance=self.instance)
             return float(self.max_interval)
         return self.sleep_for(now)
+
+    def ping_deadman(self, now: dt.datetime) -> None:
+        """Every minute, the leader pings ``SCHEDULING_DEADMAN_URL`` (in a thread, so a slow or
+        failing monitor never delays a dispatch); an outside monitor notices when it stops."""
+        url = settings.SCHEDULING_DEADMAN_URL
+        if not url or (self._pinged_at and now - self._pinged_at < DEADMAN_EVERY):
+            return
+        self._pinged_at = now
+
+        def ping():
+            try:
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    response.read(1024)
+            except Exception as exc:
+                log.warning("beat.deadman_failed", error=repr(exc))
+
+        threading.Thread(target=ping, name="deadman-ping", daemon=True).start()
 
     def drop_connection(self) -> None:
         """Forget the broker connection and producer; the next send opens fresh ones."""
@@ -228,10 +269,37 @@ class LeasedScheduler(DatabaseScheduler):
         )
         if taken:
             return True
+        dead = self.dead_local_holder(leases.values_list("holder", flat=True).first())
+        if dead and leases.filter(holder=dead).update(
+            holder=self.instance, acquired_at=now, renewed_at=now, expires_at=until
+        ):
+            BeatHeartbeat.objects.filter(instance=dead).update(is_leader=False, stopped_at=now)
+            log.warning("beat.took_lease_from_dead_process", dead=dead, instance=self.instance)
+            return True
         if not leases.exists():
             BeatLease.objects.bulk_create([BeatLease(name=LEASE_NAME)], ignore_conflicts=True)
             return self.take_lease(now)
         return False
+
+    def dead_local_holder(self, holder: str | None) -> str | None:
+        """The lease holder if it was a process on this host that no longer runs (a beat killed
+        and restarted in place need not wait out the TTL); else None."""
+        if not holder or holder == self.instance:
+            return None
+        host, _, rest = holder.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid_text.isdigit():
+            return None
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return holder  # our pid, another token: that process is gone (restart as pid 1)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return holder
+        except PermissionError:
+            return None  # alive, someone else's
+        return None
 
     def release_lease(self) -> None:
         now = self.clock()

@@ -124,6 +124,7 @@ class Dispatch(models.Model):
     dispatched_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True, help_text="What the run returned (counts).")
 
     objects = DispatchQuerySet.as_manager()
 

@@ -32,9 +32,20 @@ def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
         _mark(task_id, state=Dispatch.State.STARTED, started_at=timezone.now(), finished_at=None)
 
 
-def on_task_success(sender=None, **kwargs):
+def on_task_success(sender=None, result=None, **kwargs):
     if sender is not None and _scheduled(sender.request):
-        _mark(sender.request.id, state=Dispatch.State.SUCCEEDED, finished_at=timezone.now())
+        _mark(sender.request.id, state=Dispatch.State.SUCCEEDED, finished_at=timezone.now(),
+              result=_summary(result))
+
+
+def _summary(result):
+    """A job's returned counts, kept small: a dict of scalars, anything else dropped."""
+    if not isinstance(result, dict):
+        return None
+    return {
+        str(k): v for k, v in list(result.items())[:20]
+        if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) < 100)
+    }
 
 
 def on_task_failure(sender=None, task_id=None, **kwargs):

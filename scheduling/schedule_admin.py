@@ -27,7 +27,7 @@ from django_celery_beat.models import (
 
 from project.admin_actions import ask_reason
 from scheduling import slots
-from scheduling.beat import anchor
+from scheduling.beat import upcoming_runs
 from scheduling.beat_models import BeatHeartbeat, Dispatch, JobPolicy, ScheduleChange
 from scheduling.checks import registered_task_names
 from scheduling.dispatch import dispatch
@@ -37,24 +37,6 @@ AUDITED_FIELDS = (
     "start_time", "one_off", "args", "kwargs", "expires", "expire_seconds", "queue", "exchange",
     "routing_key", "priority", "headers",
 )
-
-
-# --- next run times ------------------------------------------------------------------------------
-def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5) -> list[slots.Slot]:
-    """The next ``count`` slots of ``model`` after ``now``, as beat will compute them."""
-    try:
-        schedule = model.schedule
-    except Exception:
-        return []
-    if isinstance(schedule, slots.schedules.schedule):  # interval: counts from the ledger
-        last = Dispatch.objects.last_slots([model.pk]).get(model.pk)
-        policy = getattr(model, "policy", None) or JobPolicy(periodic_task=model)
-        start = anchor(model, policy, last)
-        every = schedule.run_every
-        if start < now:
-            start += int((now - start) / every) * every
-        return slots.upcoming(schedule, start, count)
-    return slots.upcoming(schedule, now, count)
 
 
 def describe_runs(runs: list[slots.Slot]) -> str:
@@ -76,10 +58,6 @@ def describe_runs(runs: list[slots.Slot]) -> str:
         '<ol class="next-runs">{}</ol>',
         format_html_join("", "<li>{} <small>({})</small> <strong>{}</strong></li>", rows),
     )
-
-
-def dst_note(runs: list[slots.Slot]) -> str:
-    return "; ".join(sorted({slot.dst for slot in runs if slot.dst}))
 
 
 # --- forms ---------------------------------------------------------------------------------------

@@ -60,6 +60,19 @@ DEFAULT_SCHEDULES = (
         description="Delete resolved and ignored dead letters older than "
         "DEADLETTERS_RETENTION_DAYS; pending ones are kept.",
     ),
+    DefaultSchedule(
+        name="evaluate-alerts",
+        task="monitoring.evaluate_alerts",
+        crontab={"minute": "*"},  # * * * * *  every minute
+        description="Evaluate job and beat status; notify on state changes and new dead letters.",
+    ),
+    DefaultSchedule(
+        name="prune-run-records",
+        task="monitoring.prune_run_records",
+        crontab={"minute": "50", "hour": "4"},  # 50 4 * * *  at 04:50 UTC every day
+        description="Delete dispatch-ledger rows older than MONITORING_RUN_RETENTION_DAYS "
+        "(each job's newest row is kept).",
+    ),
 )
 
 DEFAULTS_BY_NAME = {schedule.name: schedule for schedule in DEFAULT_SCHEDULES}

@@ -313,3 +313,24 @@ def test_a_send_that_fails_is_retried_from_the_ledger_once_the_broker_answers(
     (row,) = rows(job)
     assert (row.slot, row.state) == (START + dt.timedelta(seconds=10), Dispatch.State.SENT)
     assert [m["headers"]["id"] for m in sent_messages(broker)] == [row.task_id]
+
+
+def test_a_restarted_beat_takes_the_lease_of_a_dead_process_on_its_host_at_once(clock, only):
+    import socket
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    dead = f"{socket.gethostname()}:{gone.pid}:deadbeef"
+    alive = f"{socket.gethostname()}:1:cafe"  # pid 1 runs: its lease is respected
+    BeatLease.objects.create(name="default", holder=alive, expires_at=clock() + dt.timedelta(
+        seconds=30))
+    sched = beat(clock, "fresh")
+    sched.tick()
+    assert not sched.leading
+    BeatLease.objects.update(holder=dead)
+    BeatHeartbeat.objects.create(instance=dead, hostname="h", pid=gone.pid, started_at=clock(),
+                                 last_tick_at=clock(), is_leader=True)
+    sched.tick()
+    assert sched.leading
+    assert BeatHeartbeat.objects.get(instance=dead).stopped_at == clock()

@@ -33,8 +33,8 @@ def test_migration_seeded_every_default_schedule():
 def test_seed_is_idempotent():
     before = list(PeriodicTask.objects.order_by("pk").values())
     crontabs = CrontabSchedule.objects.count()
-    assert "0 created, 0 restored, 5 kept as they are" in seed()
-    assert "0 created, 0 restored, 5 kept as they are" in seed()
+    assert "0 created, 0 restored, 7 kept as they are" in seed()
+    assert "0 created, 0 restored, 7 kept as they are" in seed()
     assert list(PeriodicTask.objects.order_by("pk").values()) == before
     assert CrontabSchedule.objects.count() == crontabs
 
@@ -44,7 +44,7 @@ def test_seed_recreates_a_missing_schedule_and_tells_the_running_beat():
     changed_before = PeriodicTasks.last_change()
     output = seed()
     assert "created  expire-coupons" in output
-    assert "1 created, 0 restored, 4 kept" in output
+    assert "1 created, 0 restored, 6 kept" in output
     assert PeriodicTask.objects.filter(name="expire-coupons").exists()
     assert PeriodicTasks.last_change() > changed_before
 

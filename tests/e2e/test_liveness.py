@@ -1,0 +1,95 @@
+"""The liveness command and /health/scheduler against a real beat and worker: SIGKILL or SIGSTOP
+the beat and both go red within three ticks; restart it and they are green within 10 s."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from django.test import Client, override_settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from tests.e2e.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.e2e.test_beat_worker import InProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+TICK = 1
+
+
+def liveness(env) -> tuple[int, str, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check_scheduler_liveness"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=30,
+    )
+    return done.returncode, done.stdout + done.stderr, started
+
+
+def first_red(env, since: float, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, out, started = liveness(env)
+        if code == 1:
+            return started - since, out
+        assert code == 0, out
+    raise AssertionError("the liveness command never went red")
+
+
+def first_green(env, since: float, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, out, _ = liveness(env)
+        if code == 0:
+            return time.monotonic() - since, out
+    raise AssertionError(f"the liveness command never went green: {out}")
+
+
+@override_settings(MONITORING_HEALTH_CACHE=0)
+def test_beat_killed_or_hung_turns_everything_red_and_restart_green(tmp_path):
+    PeriodicTask.objects.all().delete()
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
+    PeriodicTask.objects.create(name="probe-1s", task="tests.probe", interval=every)
+    env = InProcess(tmp_path).env | {"SCHEDULING_BEAT_TICK": str(TICK)}
+    hostname = f"live-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    services = [worker(env, tmp_path, hostname, app="tests.e2e.probe").start()]
+    web = Client()
+    try:
+        wait_for_ping(env, hostname)
+        services.append(beat(env, tmp_path).start())
+        first_green(env, time.monotonic())
+        assert web.get("/health/scheduler").status_code == 200
+
+        # SIGKILL: red within three ticks (the command's own start-up is not counted).
+        os.kill(services[1].proc.pid, signal.SIGKILL)
+        services[1].stop()
+        took, out = first_red(env, time.monotonic())
+        assert took <= 3 * TICK + 1, (took, out)
+        assert "no beat is leading" in out
+        assert web.get("/health/scheduler").status_code == 503
+
+        # Restart: green within 10 s.
+        restarted = time.monotonic()
+        services[1] = beat(env, tmp_path).start()
+        took, _ = first_green(env, restarted)
+        assert took <= 10, took
+        assert web.get("/health/scheduler").status_code == 200
+
+        # SIGSTOP (hung, still a process): red the same way; SIGCONT: green again.
+        eventually(lambda: liveness(env)[0], lambda c: c == 0, 20, "green before the stop",
+                   services)
+        os.kill(services[1].proc.pid, signal.SIGSTOP)
+        took, out = first_red(env, time.monotonic())
+        assert took <= 3 * TICK + 1, (took, out)
+        assert web.get("/health/scheduler").status_code == 503
+        os.kill(services[1].proc.pid, signal.SIGCONT)
+        took, _ = first_green(env, time.monotonic())
+        assert took <= 10, took
+    finally:
+        for service in services:
+            if service.proc is not None and service.proc.poll() is None:
+                os.kill(service.proc.pid, signal.SIGCONT)
+            service.stop()
