@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing_bench
 
-.PHONY: install run test lint bench bench-scheduler bench-deadletters
+.PHONY: install run test lint bench bench-scheduler bench-deadletters bench-monitoring
 
 install: $(VENV)/.installed
 
@@ -62,3 +62,10 @@ bench-deadletters: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-any
 bench-deadletters: export LOG_LEVEL = error
 bench-deadletters: install
 	$(VENV)/bin/python bench/deadletters.py $(BENCH_ARGS)
+
+bench-monitoring: export DATABASE_URL = $(BENCH_DATABASE_URL)
+bench-monitoring: export DJANGO_DEBUG = 0
+bench-monitoring: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
+bench-monitoring: export LOG_LEVEL = warning
+bench-monitoring: install
+	$(VENV)/bin/python bench/monitoring.py $(BENCH_ARGS)

@@ -116,17 +116,20 @@ def job_status(model: PeriodicTask, now: dt.datetime, *, outcomes: bool = True) 
         result.reason = (f"the run due at {due.latest:%Y-%m-%d %H:%M:%S} UTC "
                          f"({_ago(now, due.latest)} ago) was not dispatched")
         return result
-    if latest is not None:
-        if latest.state in (Dispatch.State.RESERVED, Dispatch.State.SENT):
+    if latest is not None and latest.state in (Dispatch.State.RESERVED, Dispatch.State.SENT):
+        started = Dispatch.objects.filter(pk=latest.pk).running(since=latest.dispatched_at)
+        started_at = started[latest.task_id][1] if latest.task_id in started else None
+        if started_at is None:
             if now - latest.dispatched_at > grace:
                 result.status = "queued"
                 result.reason = (f"dispatched {_ago(now, latest.dispatched_at)} ago and not "
                                  "started: are workers running and consuming its queue?")
                 return result
-        elif latest.state == Dispatch.State.STARTED and latest.started_at:
-            if (now - latest.started_at).total_seconds() > monitor.max_runtime_seconds:
+        else:
+            result.last_start = started_at
+            if (now - started_at).total_seconds() > monitor.max_runtime_seconds:
                 result.status = "slow"
-                result.reason = (f"running for {_ago(now, latest.started_at)}, more than its "
+                result.reason = (f"running for {_ago(now, started_at)}, more than its "
                                  f"max runtime of {monitor.max_runtime_seconds} s")
                 return result
             result.status = "running"

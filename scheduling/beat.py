@@ -410,13 +410,10 @@ class LeasedScheduler(DatabaseScheduler):
     def running(self, task_ids: list[int], now: dt.datetime) -> set[int]:
         """Jobs among ``task_ids`` with a run started and not finished within the hard limit."""
         limit = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
-        return set(
-            Dispatch.objects.filter(
-                periodic_task_id__in=task_ids,
-                state=Dispatch.State.STARTED,
-                started_at__gte=now - limit,
-            ).values_list("periodic_task_id", flat=True)
+        started = Dispatch.objects.filter(periodic_task_id__in=task_ids).running(
+            since=now - limit
         )
+        return {periodic_task_id for periodic_task_id, _ in started.values()}
 
     def record(self, job: Job, slot: dt.datetime, kind: str, now: dt.datetime, **extra) -> None:
         Dispatch.objects.bulk_create(

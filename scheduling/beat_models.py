@@ -89,6 +89,23 @@ class DispatchQuerySet(models.QuerySet):
         )
         return {row["periodic_task_id"]: row["last"] for row in rows}
 
+    def unfinished(self):
+        return self.filter(
+            kind__in=[Dispatch.Kind.SCHEDULED, Dispatch.Kind.MANUAL],
+            state__in=[Dispatch.State.RESERVED, Dispatch.State.SENT],
+        )
+
+    def running(self, *, since: dt.datetime) -> dict[str, tuple[int, dt.datetime]]:
+        """Unfinished runs dispatched since ``since`` that a worker has started:
+        ``{task_id: (periodic task id, started at)}``, from django-celery-results' STARTED row."""
+        from django_celery_results.models import TaskResult
+
+        rows = dict(self.unfinished().filter(dispatched_at__gte=since)
+                    .values_list("task_id", "periodic_task_id"))
+        started = TaskResult.objects.filter(task_id__in=list(rows), status="STARTED")
+        return {task_id: (rows[task_id], at)
+                for task_id, at in started.values_list("task_id", "date_started")}
+
 
 class Dispatch(models.Model):
     """The dispatch ledger: one row per (periodic task, slot), written *before* the task is sent.
@@ -106,8 +123,7 @@ class Dispatch(models.Model):
 
     class State(models.TextChoices):
         RESERVED = "reserved"  # row written, message not yet confirmed sent
-        SENT = "sent"
-        STARTED = "started"
+        SENT = "sent"  # until the run ends; whether it started is in django-celery-results
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         NOT_SENT = "not_sent"  # missed / skipped rows
@@ -139,9 +155,10 @@ class Dispatch(models.Model):
             # Consumer: the leader re-sends rows a killed beat reserved but never confirmed.
             models.Index(fields=["dispatched_at"], condition=Q(state="reserved"),
                          name="dispatch_reserved_idx"),
-            # Consumer: the overlap policy ("is the previous run of this job still running?").
-            models.Index(fields=["periodic_task", "started_at"], condition=Q(state="started"),
-                         name="dispatch_started_idx"),
+            # Consumers: the overlap policy and monitoring ("is a run of this job unfinished?").
+            models.Index(fields=["periodic_task", "dispatched_at"],
+                         condition=Q(state__in=["reserved", "sent"]),
+                         name="dispatch_unfinished_idx"),
         ]
 
     def __str__(self):

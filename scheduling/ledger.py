@@ -1,5 +1,11 @@
-"""Worker side of the dispatch ledger: a scheduled run's row moves to started, then succeeded or
-failed, found by task id. Connected in ``SchedulingConfig.ready()``.
+"""Worker side of the dispatch ledger: when a scheduled run finishes, its row gets succeeded or
+failed, when it started and finished, and what it returned: one UPDATE by task id. Connected in
+``SchedulingConfig.ready()``.
+
+"Started" is not written here: django-celery-results already stores a STARTED result with
+``date_started`` for every task (``CELERY_TASK_TRACK_STARTED``), and a second write before every
+run cost a third of the throughput of short tasks (bench/README.md). ``Dispatch.objects.running``
+reads it from there.
 
 Only messages beat (or "run now") sent carry the ``periodic_task_name`` header; other tasks cost
 nothing here. A ledger write that fails is logged and never fails the task itself.
@@ -29,13 +35,14 @@ def _mark(task_id: str, **fields) -> None:
 
 def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
     if task is not None and _scheduled(task.request):
-        _mark(task_id, state=Dispatch.State.STARTED, started_at=timezone.now(), finished_at=None)
+        task.request.ledger_started_at = timezone.now()  # kept in memory until the run ends
 
 
 def on_task_success(sender=None, result=None, **kwargs):
     if sender is not None and _scheduled(sender.request):
-        _mark(sender.request.id, state=Dispatch.State.SUCCEEDED, finished_at=timezone.now(),
-              result=_summary(result))
+        _mark(sender.request.id, state=Dispatch.State.SUCCEEDED,
+              started_at=getattr(sender.request, "ledger_started_at", None),
+              finished_at=timezone.now(), result=_summary(result))
 
 
 def _summary(result):
@@ -53,4 +60,6 @@ def on_task_failure(sender=None, task_id=None, **kwargs):
     # worker's main process when the pool process was killed or hit the hard time limit, where
     # ``sender.request`` is not this task's: so match by task id alone, like the other handlers.
     if task_id:
-        _mark(task_id, state=Dispatch.State.FAILED, finished_at=timezone.now())
+        started = getattr(sender.request, "ledger_started_at", None) if sender else None
+        _mark(task_id, state=Dispatch.State.FAILED, started_at=started,
+              finished_at=timezone.now())

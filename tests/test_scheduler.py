@@ -7,6 +7,7 @@ import json
 import pytest
 from django.conf import settings
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_results.models import TaskResult
 
 from project.celery import app
 from scheduling.beat import LeasedScheduler
@@ -209,7 +210,8 @@ def test_overlap_skips_a_slot_while_the_previous_run_is_running(clock, only):
     sched = beat(clock, "a")
     clock.advance(10)
     sched.tick()
-    Dispatch.objects.filter(periodic_task=job).update(state="started", started_at=clock())
+    (row,) = rows(job)  # the worker has started it (django-celery-results records STARTED)
+    TaskResult.objects.create(task_id=row.task_id, status="STARTED", date_started=clock())
     clock.advance(10)
     sched.tick()
     assert [r.kind for r in rows(job)] == ["scheduled", "skipped"]

@@ -98,3 +98,8 @@ def until_fixed(key, **kwargs):
     if _redis().get(key) != b"fixed":
         raise RuntimeError(f"{key} is not fixed yet")
     return "ok"
+
+
+@app.task(name="tests.noop")
+def noop():
+    return None
