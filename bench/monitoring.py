@@ -5,9 +5,9 @@ Run by hand (`make bench-monitoring`) on PostgreSQL (BENCH_DATABASE_URL) and Red
 (BENCH_REDIS_URL, default DB 14, flushed). Three parts:
 
 1. **Recording overhead**: a real worker (prefork, concurrency 2) runs N no-op tasks sent as
-   scheduled runs (ledger rows exist, headers set: the worker records started and succeeded) and
-   N sent plainly (nothing recorded), alternating, four times each (best run counts); throughput = N / (time from the
-   first send until every result is stored).
+   scheduled runs (ledger rows exist, headers set: the worker updates the row when the run ends)
+   and N sent plainly (nothing recorded), alternating, four times each (the best run counts);
+   throughput = N / (time from the first send until every result is stored).
 2. **/health/scheduler under load**: gunicorn (2 workers) on loopback; a paced load generator
    sends 100 requests/s for 30 s (keep-alive off, one connection per request); latency
    percentiles as the client sees them.

@@ -127,8 +127,9 @@ def test_every_service_runs_its_own_command_passes_its_healthcheck_and_jobs_run(
     assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
 
     migrate = services["migrate"]
-    done = subprocess.run(unescape(migrate["command"]), cwd=ROOT, env=service_env(migrate, tmp_path),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(unescape(migrate["command"]), cwd=ROOT,
+                          env=service_env(migrate, tmp_path), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "kept" in done.stdout or "created" in done.stdout  # seed_schedules ran
 
