@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing_bench
 
-.PHONY: install run test lint bench bench-scheduler bench-deadletters bench-monitoring
+.PHONY: install run test chaos lint bench bench-scheduler bench-deadletters bench-monitoring
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,16 @@ test: export DJANGO_SECRET_KEY = test-only-secret-key-not-used-anywhere-else-012
 test: export DJANGO_SECURE_SSL_REDIRECT = 0
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The long fault-injection run: the cycle of faults repeated for FAULTS_MINUTES (default 10).
+chaos: export DATABASE_URL = $(TEST_DATABASE_URL)
+chaos: export CELERY_BROKER_URL = $(TEST_REDIS_URL)
+chaos: export DJANGO_DEBUG = 0
+chaos: export DJANGO_SECRET_KEY = test-only-secret-key-not-used-anywhere-else-0123456789
+chaos: export DJANGO_SECURE_SSL_REDIRECT = 0
+chaos: export FAULTS_MINUTES ?= 10
+chaos: install
+	$(VENV)/bin/pytest tests/faults -s $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

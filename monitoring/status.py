@@ -201,10 +201,15 @@ def beat_state(now: dt.datetime, *, max_age: float | None = None) -> BeatState:
     state.standbys = sum(1 for b in beats if not b.is_leader and b.last_tick_at >= fresh_after)
     leader = leaders[0] if leaders else None
     if leader is None or leader.last_tick_at < fresh_after:
-        age = f"{(now - leader.last_tick_at).total_seconds():.0f} s ago" if leader else "never"
+        if leader is not None:
+            seconds = (now - leader.last_tick_at).total_seconds()
+            last = f"the last leader heartbeat was {seconds:.0f} s ago"
+        else:
+            gone = BeatHeartbeat.objects.exclude(stopped_at=None).order_by("-stopped_at").first()
+            last = (f"the last beat stopped {(now - gone.stopped_at).total_seconds():.0f} s ago"
+                    if gone else "no beat has ever run")
         state.problems.append(
-            f"no beat is leading: the last leader heartbeat was {age} (max age {max_age:.0f} s); "
-            "beat is stopped or hung"
+            f"no beat is leading: {last} (max age {max_age:.0f} s); beat is stopped or hung"
         )
     elif lease is None or lease.holder != leader.instance or lease.expires_at < now:
         state.problems.append("the leading beat does not hold a valid lease")

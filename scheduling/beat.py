@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, close_old_connections, connection
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -43,7 +43,7 @@ from scheduling.beat_models import (
     JobPolicy,
     ScheduleVersion,
 )
-from scheduling.dispatch import dispatch_many, resend_reserved
+from scheduling.dispatch import dispatch_many, lock_timelines, resend_reserved
 
 log = structlog.get_logger(__name__)
 
@@ -428,7 +428,19 @@ class LeasedScheduler(DatabaseScheduler):
         )
 
     def record_missed(self, job, first, last, count, now) -> None:
-        self.record(job, last, Dispatch.Kind.MISSED, now, missed_from=first, missed_count=count)
+        """Record slots ``first``..``last`` as missed, minus any another beat handled meanwhile
+        (under the job's row lock, like every ledger insert for a schedule slot)."""
+        with transaction.atomic():
+            handled = lock_timelines([job.model.pk]).get(job.model.pk)
+            if handled is not None and handled >= first:
+                if handled >= last:
+                    return
+                remaining = slots.latest_due(job.schedule, handled, last)
+                if remaining is None:
+                    return
+                first, count = remaining.first, remaining.count
+            self.record(job, last, Dispatch.Kind.MISSED, now, missed_from=first,
+                        missed_count=count)
         log.warning(
             "beat.missed", job=job.name, first=first.isoformat(), last=last.isoformat(),
             count=count,

@@ -13,6 +13,7 @@ import uuid
 
 import structlog
 from celery import current_app
+from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
@@ -82,7 +83,17 @@ def dispatch_many(due, *, now, by, kind=Dispatch.Kind.SCHEDULED, app=None, produ
     ]
     if not wanted:
         return []
-    Dispatch.objects.bulk_create(wanted, ignore_conflicts=True)
+    with transaction.atomic():
+        if kind != Dispatch.Kind.MANUAL:
+            # Each job's timeline only moves forward: under the job's row lock, a slot at or
+            # before the job's last ledger slot (sent, missed or skipped by another beat) is
+            # not inserted. This keeps a stale leader from filling in a slot a new leader has
+            # already recorded as missed.
+            last = lock_timelines({row.periodic_task_id for row in wanted})
+            wanted = [row for row in wanted
+                      if last.get(row.periodic_task_id) is None
+                      or row.slot > last[row.periodic_task_id]]
+        Dispatch.objects.bulk_create(wanted, ignore_conflicts=True)
     ours = set(
         Dispatch.objects.filter(task_id__in=[row.task_id for row in wanted]).values_list(
             "task_id", flat=True
@@ -110,6 +121,13 @@ def dispatch_many(due, *, now, by, kind=Dispatch.Kind.SCHEDULED, app=None, produ
         task_id__in=[row.task_id for row in sent], state=Dispatch.State.RESERVED
     ).update(state=Dispatch.State.SENT)
     return sent
+
+
+def lock_timelines(task_ids) -> dict:
+    """Lock the periodic task rows (until the transaction ends) and return each one's last
+    ledger slot. Every ledger insert for a schedule slot happens under this lock."""
+    list(PeriodicTask.objects.select_for_update().filter(pk__in=task_ids).values_list("pk"))
+    return Dispatch.objects.last_slots(task_ids)
 
 
 def resend_reserved(*, older_than: dt.datetime, app=None, producer=None) -> int:

@@ -1,0 +1,190 @@
+"""The people-facing screens in a real browser (Playwright driving Debian's chromium), against a
+live server on the test database, with a real beat and worker where the screen depends on them.
+Screenshots of every page are kept in test-artifacts/browser/.
+
+Skipped, with the reason, when Playwright or chromium is missing (`.ci/run` installs both)."""
+
+import os
+import shutil
+import socket
+import time
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from deadletters.models import DeadLetter
+from monitoring.models import JobMonitor
+from tests.e2e.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.e2e.test_beat_worker import InProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"))
+                 if p), None)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright is not installed (uv sync installs it)")
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (`.ci/run` installs Debian's chromium)")
+    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
+    # still synchronous, which Django only allows with this documented switch.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=["--no-sandbox"])
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def page(browser, live_server, settings):
+    # The live server speaks plain HTTP: cookies must not be Secure-only here.
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    settings.MONITORING_HEALTH_CACHE = 0
+    get_user_model().objects.create_superuser("ops", "ops@example.invalid", "a-long-password-1")
+    context = browser.new_context(base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto("/admin/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "a-long-password-1")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    yield page
+    context.close()
+
+
+def submit(page, selector):
+    """Click a submit button and wait for the page it leads to."""
+    with page.expect_navigation():
+        page.click(selector)
+    page.wait_for_load_state()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    env = InProcess(tmp_path).env
+    started = []
+
+    def start(kind):
+        if kind == "worker":
+            hostname = f"browser-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+            service = worker(env, tmp_path, hostname).start()
+            started.append(service)
+            wait_for_ping(env, hostname)
+        else:
+            service = beat(env, tmp_path).start()
+            started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def test_login_edit_a_schedule_see_next_runs_and_beat_apply_it(page, processes):
+    call_command("seed_schedules", verbosity=0)  # transactional tests start from empty tables
+    processes("beat")
+    job = PeriodicTask.objects.get(name="flag-expiring-cards")
+    shot(page, "01-admin-index")
+    assert page.locator("#monitoring-link").is_visible()
+
+    page.goto(f"/admin/django_celery_beat/periodictask/{job.pk}/change/")
+    runs = page.locator("ol.next-runs li")
+    assert runs.count() == 5
+    assert "UTC" in runs.first.inner_text()
+    shot(page, "02-schedule-change-form")
+
+    page.locator("text=Arguments").first.click()  # the collapsed fieldset
+    page.fill("#id_kwargs", '{"within_days": 45}')
+    submit(page, "input[name=_save]")
+    assert "was changed successfully" in page.content()
+    shot(page, "03-schedule-saved")
+
+    def versions():
+        page.goto("/monitoring/")
+        return page.locator("text=Schedule version").locator("..").inner_text()
+
+    text = eventually(versions, lambda t: _loaded_is_current(t), 20,
+                      "beat to load the edited schedule")
+    shot(page, "04-monitoring-beat-applied")
+    assert "loaded" in text
+
+
+def _loaded_is_current(text: str) -> bool:
+    # "Schedule version: 12 loaded / 12 current"
+    numbers = [int(part) for part in text.replace("/", " ").split() if part.isdigit()]
+    return len(numbers) == 2 and numbers[0] == numbers[1]
+
+
+def test_requeue_a_dead_letter_and_see_it_resolved_then_ignore_one_with_a_reason(page,
+                                                                                   processes):
+    processes("worker")
+    fixable = DeadLetter.objects.create(task_id=str(uuid.uuid4()),
+                                        task_name="scheduling.expire_coupons",
+                                        exception_type="OperationalError",
+                                        exception_message="database went away", queue="celery")
+    noise = DeadLetter.objects.create(task_id=str(uuid.uuid4()),
+                                      task_name="scheduling.flag_expiring_cards",
+                                      exception_type="ValueError", exception_message="duplicate")
+    page.goto("/admin/deadletters/deadletter/?status__exact=pending")
+    shot(page, "05-dead-letters-pending")
+    page.check(f"input[name=_selected_action][value='{fixable.pk}']")
+    page.select_option("select[name=action]", "requeue")
+    submit(page, "button[name=index]")
+    assert "1 dead letter requeued." in page.content()
+    eventually(lambda: DeadLetter.objects.get(pk=fixable.pk).status, lambda s: s == "resolved",
+               30, "the requeued run to succeed")
+    page.goto(f"/admin/deadletters/deadletter/{fixable.pk}/change/")
+    assert "resolved" in page.content()
+    shot(page, "06-dead-letter-resolved")
+
+    page.goto("/admin/deadletters/deadletter/?status__exact=pending")
+    page.check(f"input[name=_selected_action][value='{noise.pk}']")
+    page.select_option("select[name=action]", "ignore")
+    submit(page, "button[name=index]")
+    page.fill("textarea[name=reason]", "duplicate of a charge already refunded")
+    shot(page, "07-ignore-asks-why")
+    submit(page, "input[type=submit][value=Ignore]")
+    assert "1 dead letter ignored." in page.content()
+    noise.refresh_from_db()
+    assert (noise.status, noise.resolution_note) == ("ignored",
+                                                     "duplicate of a charge already refunded")
+    shot(page, "08-ignored")
+
+
+def test_dashboard_shows_a_job_turn_from_ok_to_late_when_beat_stops(page, processes):
+    PeriodicTask.objects.all().delete()
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
+    job = PeriodicTask.objects.create(name="expire-coupons", task="scheduling.expire_coupons",
+                                      interval=every)
+    JobMonitor.objects.create(periodic_task=job, grace=2)
+    processes("worker")
+    the_beat = processes("beat")
+
+    def status():
+        page.goto("/monitoring/")
+        return page.locator("tr[data-job='expire-coupons']").get_attribute("data-status")
+
+    eventually(status, lambda s: s == "ok", 40, "expire-coupons to be ok")
+    shot(page, "09-dashboard-ok")
+    the_beat.stop()
+    stopped = time.monotonic()
+    eventually(status, lambda s: s == "late", 20, "expire-coupons to turn late")
+    assert time.monotonic() - stopped < 20
+    assert "not dispatched" in page.locator("tr[data-job='expire-coupons']").inner_text()
+    shot(page, "10-dashboard-late")
