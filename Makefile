@@ -54,28 +54,22 @@ chaos: install
 lint: install
 	$(VENV)/bin/ruff check .
 
-bench: export DATABASE_URL = $(BENCH_DATABASE_URL)
-bench: export DJANGO_DEBUG = 0
-bench: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
+# Benchmarks run by hand on their own database (results: bench/README.md).
+BENCHES := bench bench-scheduler bench-deadletters bench-monitoring
+$(BENCHES): export DATABASE_URL = $(BENCH_DATABASE_URL)
+$(BENCHES): export DJANGO_DEBUG = 0
+$(BENCHES): export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
+bench-deadletters: export LOG_LEVEL = error
+bench-monitoring: export LOG_LEVEL = warning
+
 bench: install
 	$(VENV)/bin/python bench/jobs.py $(BENCH_ARGS)
 
-bench-scheduler: export DATABASE_URL = $(BENCH_DATABASE_URL)
-bench-scheduler: export DJANGO_DEBUG = 0
-bench-scheduler: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
 bench-scheduler: install
 	$(VENV)/bin/python bench/scheduler.py $(BENCH_ARGS)
 
-bench-deadletters: export DATABASE_URL = $(BENCH_DATABASE_URL)
-bench-deadletters: export DJANGO_DEBUG = 0
-bench-deadletters: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
-bench-deadletters: export LOG_LEVEL = error
 bench-deadletters: install
 	$(VENV)/bin/python bench/deadletters.py $(BENCH_ARGS)
 
-bench-monitoring: export DATABASE_URL = $(BENCH_DATABASE_URL)
-bench-monitoring: export DJANGO_DEBUG = 0
-bench-monitoring: export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
-bench-monitoring: export LOG_LEVEL = warning
 bench-monitoring: install
 	$(VENV)/bin/python bench/monitoring.py $(BENCH_ARGS)
