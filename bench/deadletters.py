@@ -21,15 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench")
-os.environ.setdefault("DJANGO_DEBUG", "0")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else")
-os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")
-os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import configure, start_django  # noqa: E402
+
+configure()
 
 
 def ms(seconds):
@@ -139,7 +134,7 @@ def part_changelist(rows):
         client.get(url + query)  # warm
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url + query)
-        assert response.status_code == 200, response.status_code
+        assert response.status_code == 200, (response.status_code, response.get("Location"))
         count = len(queries)
         value = timed(lambda q=query: client.get(url + q), 5)
         print(f"| {name} | {ms(value)} | {count} |")
@@ -159,16 +154,7 @@ def main():
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
 
-    import django
-    from jobs import ensure_database
-
-    django.setup()
-    from django.core.management import call_command
-    from django.test.utils import setup_test_environment
-
-    ensure_database()
-    call_command("migrate", verbosity=0)
-    setup_test_environment()
+    start_django()
     os.environ["LOG_LEVEL"] = "error"
     part_capture(args.runs)
     part_changelist(args.rows)

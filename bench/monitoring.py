@@ -33,22 +33,10 @@ import time
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench")
-os.environ.setdefault("DJANGO_DEBUG", "0")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else")
-os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
-os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"
-os.environ["HEALTH_TOKEN"] = "bench-token"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, configure, pct, start_django  # noqa: E402
 
-
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+configure(HEALTH_TOKEN="bench-token")
 
 
 def free_port() -> int:
@@ -210,16 +198,11 @@ def main():
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
 
-    import django
     import redis
-    from jobs import ensure_database
 
-    django.setup()
+    start_django()
     from django.conf import settings
-    from django.core.management import call_command
 
-    ensure_database()
-    call_command("migrate", verbosity=0)
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-monitoring-"))
     print(f"logs in {log_dir}")

@@ -26,24 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/billing_bench")
-os.environ.setdefault("DJANGO_DEBUG", "0")
-os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-used-anywhere-else")
-os.environ["CELERY_BROKER_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,localhost")
-os.environ["DJANGO_SECURE_SSL_REDIRECT"] = "0"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import configure, pct, start_django  # noqa: E402
+
+configure()
 
 
 def ms(seconds):
     return f"{seconds * 1000:.1f} ms"
-
-
-def pct(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def reset():
@@ -229,20 +219,11 @@ def main():
 
     import tempfile
 
-    import django
     import redis
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    from jobs import ensure_database
-
-    django.setup()
+    start_django()
     from django.conf import settings
-    from django.core.management import call_command
-    from django.test.utils import setup_test_environment
 
-    ensure_database()
-    call_command("migrate", verbosity=0)
-    setup_test_environment()  # the admin test client reads response.context
     redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-scheduler-"))
     print(f"PostgreSQL {settings.DATABASES['default']['NAME']}, broker "
