@@ -4,6 +4,7 @@ With neither ``DATABASE_URL`` nor ``CELERY_BROKER_URL`` set, the project runs on
 default that needs no server: a SQLite file and kombu's filesystem broker under ``var/``.
 """
 
+import ssl
 from pathlib import Path
 
 import dj_database_url
@@ -175,6 +176,13 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+    # kombu's Redis transport with the fix that keeps a worker alive through a Redis restart
+    # (project/broker.py says what it fixes).
+    CELERY_BROKER_TRANSPORT = "project.broker:Transport"
+    if CELERY_BROKER_URL.startswith("rediss://"):
+        # The transport is named by class, so kombu's scheme-based TLS default does not apply:
+        # say it here, verifying the server's certificate.
+        CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"

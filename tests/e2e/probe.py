@@ -6,6 +6,7 @@ Started as ``celery -A tests.e2e.probe worker``; beat sends ``tests.probe`` by n
 
 import json
 import time
+from pathlib import Path
 
 import redis
 
@@ -103,3 +104,12 @@ def until_fixed(key, **kwargs):
 @app.task(name="tests.noop")
 def noop():
     return None
+
+
+@app.task(name="tests.slow", acks_late=True)
+def slow(seconds, marker):
+    """Takes a while, acknowledged late; touches ``marker`` when it starts (not Redis: the fault
+    tests stop Redis while this runs)."""
+    Path(marker).touch()
+    time.sleep(seconds)
+    return seconds

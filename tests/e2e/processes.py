@@ -1,12 +1,17 @@
 """Start and stop real ``celery worker`` / ``celery beat`` processes for end-to-end tests."""
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+
+import pytest
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,3 +114,42 @@ def eventually(probe, check, timeout: float, what: str, services=()):
                 f"timed out after {timeout}s waiting for {what}; last: {value}\n{logs}"
             )
         time.sleep(0.5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnRedis:
+    """A redis-server on a free port with an append-only file, stoppable and restartable."""
+
+    def __init__(self, folder: Path):
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed (`.ci/run` installs it): this test "
+                        "starts and stops a Redis of its own")
+        self.port, self.folder, self.proc = free_port(), folder, None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly",
+             "yes", "--appendfsync", "always", "--save", "", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        eventually(self.ping, bool, 10, "redis to answer")
+
+    def ping(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import pickle
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,50 +35,19 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from deadletters.models import DeadLetter
 from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch
 from scheduling.models import Coupon
-from tests.e2e.processes import ROOT, Service, beat, eventually, wait_for_ping, worker
+from tests.e2e.processes import (
+    ROOT,
+    OwnRedis,
+    Service,
+    beat,
+    eventually,
+    wait_for_ping,
+    worker,
+)
 from tests.e2e.test_beat_worker import postgres_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 MINUTES = float(os.environ.get("FAULTS_MINUTES", "0"))  # 0: one cycle (make test)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OwnRedis:
-    """A redis-server on a free port with an append-only file, stoppable and restartable."""
-
-    def __init__(self, folder: Path):
-        if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed (`.ci/run` installs it): the fault suite "
-                        "starts and stops a Redis of its own")
-        self.port, self.folder, self.proc = free_port(), folder, None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--appendonly",
-             "yes", "--appendfsync", "always", "--save", "", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        eventually(self.ping, bool, 10, "redis to answer")
-
-    def ping(self) -> bool:
-        try:
-            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
-        except redis.RedisError:
-            return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 class Cluster:
@@ -104,6 +72,7 @@ class Cluster:
     def start_worker(self, name):
         hostname = f"{name}-{uuid.uuid4().hex[:4]}@{socket.gethostname()}"
         service = worker(self.env, self.tmp, hostname, app="tests.e2e.probe", concurrency=2)
+        service.name = f"worker {name}"
         self.workers[name] = (service.start(), hostname)
         wait_for_ping(self.env, hostname, timeout=90)
 
@@ -144,6 +113,12 @@ def fault(cluster: Cluster, name: str, inject, recover, *, expect_red: bool):
     recovered = time.monotonic()
     eventually(cluster.liveness, lambda code: code == 0, 120, f"green after {name}",
                cluster.services())
+    # Reconnected on their own: no beat or worker died of the fault (a dead worker would
+    # otherwise only show much later, as a ping that is never answered).
+    for service in cluster.services():
+        assert service.proc.poll() is None, (
+            f"{service.name} exited with {service.proc.returncode} during {name}\n"
+            f"{service.log_tail()}")
     cluster.faults.append({"fault": name, "red": red, "red_after_s": red_after,
                            "recovery_s": round(time.monotonic() - recovered, 1),
                            "total_s": round(time.monotonic() - started, 1)})

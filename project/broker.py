@@ -1,0 +1,41 @@
+"""The Redis broker transport: kombu's, with one fix so a worker survives a Redis restart.
+
+Found by the fault suite (tests/faults) and reproduced on its own in
+``tests/e2e/test_broker_restart.py``: with kombu 5.7.0 and Celery 5.7.0, a worker that has a
+late-acknowledged task in flight when Redis goes away exits with "Unrecoverable error:
+AttributeError("'NoneType' object has no attribute 'hostname'")" instead of reconnecting.
+
+What happens: on the connection error the consumer first calls ``Connection.collect()``, then
+``Connection.close()``. In ``collect()``, closing the channel reads the pending BRPOP reply
+(kombu's guard against losing a popped message); Redis is gone, so that read raises and the
+channel stays half-closed. ``collect()`` then detaches the transport from its connection
+(``transport.client = None``). ``close()`` closes the same channel again; this time it gets as far
+as giving the unacknowledged messages back, which needs a new connection pool, which
+``Channel._connparams()`` builds from ``transport.client``: ``None``. The AttributeError is not a
+connection error, so nothing catches it and the worker stops.
+
+The fix: a channel remembers the connection parameters it last built and uses them once its
+transport has been detached. Giving the messages back then either works (Redis is back) or fails
+with a connection error, which kombu's close path does catch; either way the worker goes on to
+reconnect. Messages that could not be given back stay in Redis's unacked set, from where the
+visibility timeout returns them to the queue: nothing is lost either way.
+
+Selected by ``CELERY_BROKER_TRANSPORT`` in settings for redis:// and rediss:// URLs.
+"""
+
+from kombu.transport import redis
+
+
+class Channel(redis.Channel):
+    def _connparams(self, asynchronous=False):
+        remembered = self.__dict__.setdefault("_remembered_connparams", {})
+        if self.connection.client is None and asynchronous in remembered:
+            # Detached by Connection.collect(): connect as this channel did before.
+            return dict(remembered[asynchronous])
+        params = super()._connparams(asynchronous=asynchronous)
+        remembered[asynchronous] = dict(params)
+        return params
+
+
+class Transport(redis.Transport):
+    Channel = Channel
