@@ -20,10 +20,13 @@ with a connection error, which kombu's close path does catch; either way the wor
 reconnect. Messages that could not be given back stay in Redis's unacked set, from where the
 visibility timeout returns them to the queue: nothing is lost either way.
 
-Selected by ``CELERY_BROKER_TRANSPORT`` in settings for redis:// and rediss:// URLs.
+``use_for_redis_urls()`` (called by ``project/celery.py`` before the app exists) points kombu's
+``redis`` and ``rediss`` schemes at this transport. Naming the class in ``CELERY_BROKER_TRANSPORT``
+instead would work too, but kombu would then print the broker URL as
+``project.broker:Transport://…``, which Flower's broker page cannot read.
 """
 
-from kombu.transport import redis
+from kombu.transport import TRANSPORT_ALIASES, redis
 
 
 class Channel(redis.Channel):
@@ -39,3 +42,8 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+def use_for_redis_urls() -> None:
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"

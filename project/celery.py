@@ -4,7 +4,10 @@ import os
 
 from celery import Celery, signals
 
+from project import broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+broker.use_for_redis_urls()  # kombu's Redis transport, fixed to survive a Redis restart
 
 # Every task of the project gets the dead-letter base class (a DjangoTask subclass).
 app = Celery("project", task_cls="deadletters.base:BaseTask")

@@ -176,12 +176,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
-    # kombu's Redis transport with the fix that keeps a worker alive through a Redis restart
-    # (project/broker.py says what it fixes).
-    CELERY_BROKER_TRANSPORT = "project.broker:Transport"
     if CELERY_BROKER_URL.startswith("rediss://"):
-        # The transport is named by class, so kombu's scheme-based TLS default does not apply:
-        # say it here, verifying the server's certificate.
+        # TLS that verifies the server's certificate (kombu's default for rediss:// does not).
         CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -221,6 +221,23 @@ def test_overlap_skips_a_slot_while_the_previous_run_is_running(clock, only):
     assert [r.kind for r in rows(job)] == ["scheduled", "skipped", "scheduled"]
 
 
+def test_a_stale_leader_does_not_skip_a_slot_another_beat_already_handled(clock, only):
+    job = interval_job("every-10s", 10)
+    sched = beat(clock, "a")
+    clock.advance(10)
+    sched.tick()
+    (row,) = rows(job)
+    TaskResult.objects.create(task_id=row.task_id, status="STARTED", date_started=clock())
+    # Meanwhile (this beat stalled) another beat recorded 12:00:20..12:00:40 as missed.
+    Dispatch.objects.create(periodic_task=job, slot=START + dt.timedelta(seconds=40),
+                            kind=Dispatch.Kind.MISSED, state=Dispatch.State.NOT_SENT,
+                            missed_from=START + dt.timedelta(seconds=20), missed_count=3,
+                            task_name=job.task)
+    clock.advance(10)
+    sched.tick()  # would skip 12:00:20 (the run is still going), but that slot is handled
+    assert [r.kind for r in rows(job)] == ["scheduled", "missed"]
+
+
 @pytest.mark.parametrize("how", ["queryset_update", "raw_sql", "model_save"])
 def test_any_schedule_change_is_seen_on_the_next_tick(clock, only, how):
     from django.db import connection

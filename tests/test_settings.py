@@ -64,17 +64,18 @@ def test_urls_select_postgres_and_redis(tmp_path):
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("redis://cache:6379/0", "project.broker:Transport cache 6379 False"),
+        ("redis://cache:6379/0", "project.broker.Transport redis://:**@cache:6379/0 False"),
         # rediss: TLS, and the server's certificate is verified
-        ("rediss://cache:6380/0", "project.broker:Transport cache 6380 {'ssl_cert_reqs': "
-                                  "<VerifyMode.CERT_REQUIRED: 2>}"),
-        ("filesystem://", "filesystem None None False"),
+        ("rediss://cache:6380/0", "project.broker.Transport rediss://:**@cache:6380/0 "
+                                  "{'ssl_cert_reqs': <VerifyMode.CERT_REQUIRED: 2>}"),
+        ("filesystem://",
+         "kombu.transport.filesystem.Transport filesystem://:**@localhost// False"),
     ],
 )
 def test_redis_brokers_use_the_fixed_transport(url, expected, tmp_path):
     code = (
-        "from project.celery import app; c = app.connection_for_write(); "
-        "print(c.transport_cls, c.hostname, c.port, c.ssl)"
+        "from project.celery import app; c = app.connection_for_write(); t = type(c.transport); "
+        "print(f'{t.__module__}.{t.__name__}', c.as_uri(), c.ssl)"
     )
     done = run(code, tmp_path, DJANGO_DEBUG="1", CELERY_BROKER_URL=url)
     assert done.returncode == 0, done.stderr
