@@ -12,7 +12,7 @@ nothing here. A ledger write that fails is logged and never fails the task itsel
 """
 
 import structlog
-from django.db import DatabaseError, InterfaceError
+from django.db import DatabaseError, InterfaceError, transaction
 from django.utils import timezone
 
 from scheduling.beat_models import Dispatch
@@ -27,7 +27,10 @@ def _scheduled(request) -> bool:
 
 def _mark(task_id: str, **fields) -> None:
     try:
-        Dispatch.objects.filter(task_id=task_id).update(**fields)
+        # A run that already succeeded stays succeeded (a second delivery failing does not undo
+        # the work the first one did; its dead letter says what went wrong).
+        Dispatch.objects.filter(task_id=task_id).exclude(
+            state=Dispatch.State.SUCCEEDED).update(**fields)
     except (DatabaseError, InterfaceError) as exc:
         log.error("ledger.write_failed", task_id=task_id, error=str(exc), **{
             k: str(v) for k, v in fields.items()})
@@ -40,9 +43,43 @@ def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
 
 def on_task_success(sender=None, result=None, **kwargs):
     if sender is not None and _scheduled(sender.request):
-        _mark(sender.request.id, state=Dispatch.State.SUCCEEDED,
-              started_at=getattr(sender.request, "ledger_started_at", None),
-              finished_at=timezone.now(), result=_summary(result))
+        task_id, summary = sender.request.id, _summary(result)
+        try:
+            updated = Dispatch.objects.filter(task_id=task_id).exclude(
+                state=Dispatch.State.SUCCEEDED
+            ).update(state=Dispatch.State.SUCCEEDED,
+                     started_at=getattr(sender.request, "ledger_started_at", None),
+                     finished_at=timezone.now(), result=summary)
+            if not updated:
+                _add_second_run(task_id, summary)
+        except (DatabaseError, InterfaceError) as exc:
+            log.error("ledger.write_failed", task_id=task_id, error=str(exc))
+
+
+def _add_second_run(task_id: str, summary: dict | None) -> None:
+    """The same message ran again after it had succeeded: its acknowledgement was lost (Redis
+    went away just as the run ended), so Redis delivered it again after the visibility timeout.
+    The jobs are idempotent, but the second run may still find new work; add its counts to the
+    row's, so the ledger's counts keep adding up to what the runs did, and count the runs."""
+    with transaction.atomic():
+        row = Dispatch.objects.select_for_update().filter(
+            task_id=task_id, state=Dispatch.State.SUCCEEDED).first()
+        if row is None:
+            return
+        merged = dict(row.result or {})
+        for key, value in (summary or {}).items():
+            if _is_count(value) and _is_count(merged.get(key)):
+                merged[key] += value
+            else:
+                merged[key] = value
+        merged["runs"] = (row.result or {}).get("runs", 1) + 1
+        row.result, row.finished_at = merged, timezone.now()
+        row.save(update_fields=["result", "finished_at"])
+    log.warning("ledger.ran_again", task_id=task_id, runs=merged["runs"])
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _summary(result):

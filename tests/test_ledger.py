@@ -1,0 +1,61 @@
+"""The worker side of the dispatch ledger (scheduling/ledger.py), through its signal handlers:
+a run's end is one update; a message delivered again after it succeeded adds its counts."""
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from scheduling import ledger
+from scheduling.beat_models import Dispatch
+
+pytestmark = pytest.mark.django_db
+SLOT = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def row():
+    every, _ = IntervalSchedule.objects.get_or_create(every=10, period="seconds")
+    task = PeriodicTask.objects.create(name="every-10s", task="scheduling.expire_coupons",
+                                       interval=every)
+    return Dispatch.objects.create(periodic_task=task, slot=SLOT, task_id="t-1",
+                                   task_name=task.task, state=Dispatch.State.SENT)
+
+
+def run(task_id="t-1"):
+    """What Celery passes as ``sender``: the task, its request carrying beat's headers."""
+    sender = SimpleNamespace(request=SimpleNamespace(id=task_id, scheduled_slot=SLOT.isoformat()))
+    ledger.on_task_prerun(task_id=task_id, task=sender)
+    return sender
+
+
+def test_a_run_that_succeeds_records_its_counts(row):
+    ledger.on_task_success(sender=run(), result={"job": "expire_coupons", "expired": 10,
+                                                 "partial": False, "rows": [1, 2]})
+    row.refresh_from_db()
+    assert row.state == Dispatch.State.SUCCEEDED
+    assert row.result == {"job": "expire_coupons", "expired": 10, "partial": False}
+    assert row.started_at is not None and row.finished_at >= row.started_at
+
+
+def test_a_message_delivered_again_after_success_adds_its_counts(row):
+    ledger.on_task_success(sender=run(), result={"expired": 10, "batches": 3, "partial": False})
+    # Redis lost the acknowledgement and delivered the message again; that run found 4 more.
+    ledger.on_task_success(sender=run(), result={"expired": 4, "batches": 1, "partial": True})
+    row.refresh_from_db()
+    assert row.state == Dispatch.State.SUCCEEDED
+    assert row.result == {"expired": 14, "batches": 4, "partial": True, "runs": 2}
+    # ... and a third delivery that fails does not undo the work the others did.
+    ledger.on_task_failure(sender=run(), task_id="t-1")
+    row.refresh_from_db()
+    assert (row.state, row.result["expired"]) == (Dispatch.State.SUCCEEDED, 14)
+
+
+def test_a_failed_run_is_marked_failed_and_a_later_success_overrides_it(row):
+    ledger.on_task_failure(sender=run(), task_id="t-1")
+    row.refresh_from_db()
+    assert row.state == Dispatch.State.FAILED
+    ledger.on_task_success(sender=run(), result={"expired": 2})
+    row.refresh_from_db()
+    assert (row.state, row.result) == (Dispatch.State.SUCCEEDED, {"expired": 2})
