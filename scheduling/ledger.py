@@ -25,15 +25,17 @@ def _scheduled(request) -> bool:
     return bool(request is not None and getattr(request, "scheduled_slot", None))
 
 
-def _mark(task_id: str, **fields) -> None:
+def _mark(task_id: str, **fields) -> int | None:
+    """Rows updated, or None when the write failed (logged)."""
     try:
         # A run that already succeeded stays succeeded (a second delivery failing does not undo
         # the work the first one did; its dead letter says what went wrong).
-        Dispatch.objects.filter(task_id=task_id).exclude(
+        return Dispatch.objects.filter(task_id=task_id).exclude(
             state=Dispatch.State.SUCCEEDED).update(**fields)
     except (DatabaseError, InterfaceError) as exc:
         log.error("ledger.write_failed", task_id=task_id, error=str(exc), **{
             k: str(v) for k, v in fields.items()})
+        return None
 
 
 def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
@@ -44,16 +46,14 @@ def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
 def on_task_success(sender=None, result=None, **kwargs):
     if sender is not None and _scheduled(sender.request):
         task_id, summary = sender.request.id, _summary(result)
-        try:
-            updated = Dispatch.objects.filter(task_id=task_id).exclude(
-                state=Dispatch.State.SUCCEEDED
-            ).update(state=Dispatch.State.SUCCEEDED,
-                     started_at=getattr(sender.request, "ledger_started_at", None),
-                     finished_at=timezone.now(), result=summary)
-            if not updated:
+        updated = _mark(task_id, state=Dispatch.State.SUCCEEDED,
+                        started_at=getattr(sender.request, "ledger_started_at", None),
+                        finished_at=timezone.now(), result=summary)
+        if updated == 0:
+            try:
                 _add_second_run(task_id, summary)
-        except (DatabaseError, InterfaceError) as exc:
-            log.error("ledger.write_failed", task_id=task_id, error=str(exc))
+            except (DatabaseError, InterfaceError) as exc:
+                log.error("ledger.write_failed", task_id=task_id, error=str(exc))
 
 
 def _add_second_run(task_id: str, summary: dict | None) -> None:
