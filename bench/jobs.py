@@ -64,11 +64,11 @@ def main():
     from django.db import connection
     from django.utils import timezone
 
-    from scheduling import demo
-    from scheduling.models import CheckoutSession, Coupon, PaymentCard
+    from scheduling.billing import demo
+    from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
     call_command("migrate", verbosity=0)
-    from scheduling.tasks import batching_options
+    from scheduling.billing.tasks import batching_options
 
     batching = batching_options()
 

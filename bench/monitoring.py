@@ -52,7 +52,7 @@ def part_recording(tasks, log_dir):
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
     from django_celery_results.models import TaskResult
 
-    from scheduling.beat_models import Dispatch
+    from scheduling.beat import Dispatch
     from tests.e2e.probe import noop
     from tests.e2e.processes import wait_for_ping, worker
 

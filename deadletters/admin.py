@@ -5,12 +5,12 @@ import json
 
 from django.contrib import admin, messages
 from django.db import connection
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import ngettext
 
 from deadletters import services
 from deadletters.models import DeadLetter
-from project.admin_actions import ask_reason
+from project.admin_helpers import ReadOnlyAdminMixin, ask_reason
 
 
 def distinct_values_filter(field: str, title: str):
@@ -44,7 +44,8 @@ def distinct_values_filter(field: str, title: str):
 
 
 @admin.register(DeadLetter)
-class DeadLetterAdmin(admin.ModelAdmin):
+class DeadLetterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    deletable = True
     list_display = ("failed_at", "task_name", "status", "exception_type", "short_message",
                     "retries", "periodic_task_name", "replayable")
     list_filter = (
@@ -71,11 +72,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [f for fs in self.fieldsets for f in fs[1]["fields"]]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # decisions go through the actions, which record who and why
+    # (read-only: decisions go through the actions, which record who and why)
 
     def has_requeue_permission(self, request):
         return request.user.has_perm("deadletters.requeue_deadletter")
@@ -104,8 +101,8 @@ class DeadLetterAdmin(admin.ModelAdmin):
         later = list(obj.requeued_as.all())
         if not later:
             return "-"
-        return format_html(", ".join(
-            f'<a href="../../{row.pk}/change/">{row.task_id}</a>' for row in later))
+        return format_html_join(
+            ", ", '<a href="../../{}/change/">{}</a>', ((row.pk, row.task_id) for row in later))
 
     @admin.action(description="Requeue selected dead letters", permissions=["requeue"])
     def requeue(self, request, queryset):

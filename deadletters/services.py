@@ -20,7 +20,7 @@ class RequeueOutcome:
 
 
 def known_task_names() -> set[str]:
-    from scheduling.checks import registered_task_names
+    from scheduling.beat import registered_task_names
 
     return registered_task_names()
 

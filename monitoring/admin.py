@@ -1,11 +1,13 @@
 from django.contrib import admin
+from django_celery_beat.models import PeriodicTask
 
 from monitoring.models import AlertState, JobMonitor
+from project.admin_helpers import ReadOnlyAdminMixin
+from scheduling.admin import ScheduleAdmin
 
 
 class JobMonitorInline(admin.StackedInline):
-    """Grace, max runtime and failure threshold, beside the schedule (wired into the periodic
-    task admin in MonitoringConfig.ready())."""
+    """Grace, max runtime and failure threshold, beside the schedule."""
 
     model = JobMonitor
     can_delete = False
@@ -14,14 +16,21 @@ class JobMonitorInline(admin.StackedInline):
     verbose_name_plural = "Monitoring thresholds"
 
 
+class MonitoredScheduleAdmin(ScheduleAdmin):
+    """The schedule admin with the monitoring thresholds inline (scheduling does not know
+    monitoring: this app extends it, registered in its place)."""
+
+    inlines = [*ScheduleAdmin.inlines, JobMonitorInline]
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, MonitoredScheduleAdmin)
+admin.site.index_template = "admin/index_with_monitoring.html"
+
+
 @admin.register(AlertState)
-class AlertStateAdmin(admin.ModelAdmin):
+class AlertStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    deletable = True
     list_display = ("subject", "notified", "current", "bad_streak", "good_streak", "changed_at",
                     "reason")
     search_fields = ("subject",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

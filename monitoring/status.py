@@ -19,10 +19,17 @@ from django.conf import settings
 from django_celery_beat.models import PeriodicTask
 
 from monitoring.models import JobMonitor
-from scheduling import slots
-from scheduling.beat import anchor, upcoming_runs
-from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch, JobPolicy, ScheduleVersion
-from scheduling.outcomes import OUTCOMES
+from scheduling.beat import (
+    BeatHeartbeat,
+    Dispatch,
+    ScheduleVersion,
+    anchor,
+    current_lease,
+    latest_due,
+    policy_of,
+    upcoming_runs,
+)
+from scheduling.billing.outcomes import OUTCOMES
 
 BAD = frozenset({"late", "queued", "slow", "failing"})
 ALERTING = frozenset({"late", "queued", "failing"})  # what the liveness check exits 1 for
@@ -72,7 +79,7 @@ def _ago(now, then) -> str:
 
 def job_status(model: PeriodicTask, now: dt.datetime, *, outcomes: bool = True) -> JobStatus:
     monitor = getattr(model, "monitor", None) or JobMonitor(periodic_task=model)
-    policy = getattr(model, "policy", None) or JobPolicy(periodic_task=model)
+    policy = policy_of(model)
     grace = dt.timedelta(seconds=monitor.grace_seconds)
     ledger = Dispatch.objects.filter(periodic_task=model)
     recent = list(ledger.order_by("-slot")[:20])
@@ -107,7 +114,7 @@ def job_status(model: PeriodicTask, now: dt.datetime, *, outcomes: bool = True) 
     # late: a slot due more than grace ago that beat has not handled (sent, missed or skipped).
     last_handled = next((r.slot for r in recent if r.kind in COUNTING), None)
     try:
-        due = slots.latest_due(model.schedule, anchor(model, policy, last_handled), now - grace)
+        due = latest_due(model.schedule, anchor(model, policy, last_handled), now - grace)
     except Exception as exc:
         result.status, result.reason = "late", f"its schedule cannot be computed: {exc}"
         return result
@@ -191,7 +198,7 @@ def beat_state(now: dt.datetime, *, max_age: float | None = None) -> BeatState:
     fresh_after = now - dt.timedelta(seconds=max_age)
     running = BeatHeartbeat.objects.filter(stopped_at__isnull=True)
     beats = list(running.order_by("-last_tick_at")[:20])
-    lease = BeatLease.objects.filter(pk="default").first()
+    lease = current_lease()
     version = ScheduleVersion.objects.filter(pk=1).first()
     state = BeatState(ok=True, problems=[], current_version=version.version if version else 0)
     leaders = [b for b in beats if b.is_leader]

@@ -4,10 +4,9 @@ import datetime as dt
 
 from celery import shared_task
 from django.conf import settings
-from django.db.models import Max
 from django.utils import timezone
 
-from scheduling.beat_models import Dispatch
+from scheduling.beat import Dispatch
 
 
 @shared_task(name="monitoring.evaluate_alerts")
@@ -21,17 +20,12 @@ def evaluate_alerts():
 
 @shared_task(name="monitoring.prune_run_records")
 def prune_run_records(older_than_days: int | None = None):
-    """Delete dispatch-ledger rows (run records) older than ``MONITORING_RUN_RETENTION_DAYS``,
-    always keeping each job's newest row: beat continues its timeline from it."""
+    """Delete ledger rows older than ``MONITORING_RUN_RETENTION_DAYS``, in bounded chunks,
+    always keeping each job's newest row: beat continues its timeline from it. (The task's
+    stored name is kept from when the ledger was called "run records".)"""
     days = older_than_days if older_than_days is not None else (
         settings.MONITORING_RUN_RETENTION_DAYS)
     if not isinstance(days, int) or isinstance(days, bool) or days < 1:
         raise ValueError(f"older_than_days must be a whole number of days >= 1, got {days!r}")
     cutoff = timezone.now() - dt.timedelta(days=days)
-    newest = Dispatch.objects.values("periodic_task_id").annotate(last=Max("slot"))
-    pruned = 0
-    for row in newest:
-        pruned += Dispatch.objects.filter(
-            periodic_task_id=row["periodic_task_id"], slot__lt=min(cutoff, row["last"])
-        ).delete()[0]
-    return {"job": "prune_run_records", "pruned": pruned}
+    return {"job": "prune_run_records", "pruned": Dispatch.objects.prune(before=cutoff)}

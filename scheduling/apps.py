@@ -3,12 +3,12 @@ from django.apps import AppConfig
 
 class SchedulingConfig(AppConfig):
     name = "scheduling"
-    verbose_name = "Billing maintenance"
+    verbose_name = "Scheduling and billing jobs"
 
     def ready(self):
         from celery import signals
 
-        from scheduling import checks, ledger  # noqa: F401  (checks register on import)
+        from scheduling.engine import checks, ledger  # noqa: F401  (checks register on import)
 
         signals.task_prerun.connect(ledger.on_task_prerun, dispatch_uid="scheduling.ledger.prerun")
         signals.task_success.connect(

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

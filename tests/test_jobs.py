@@ -10,8 +10,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from scheduling import tasks
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing import tasks
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
 pytestmark = pytest.mark.django_db
 
@@ -249,7 +249,7 @@ def test_sparse_due_rows_skip_empty_key_ranges(settings):
 
 
 def test_batch_size_adapts_to_how_long_batches_take():
-    from scheduling.batching import run_in_batches
+    from scheduling.billing.batching import run_in_batches
 
     Coupon.objects.bulk_create(
         Coupon(code=f"A{i}", expires_at=datetime(2020, 1, 1, tzinfo=UTC)) for i in range(3000)

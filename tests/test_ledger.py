@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scheduling import ledger
-from scheduling.beat_models import Dispatch
+from scheduling.beat import Dispatch
+from scheduling.engine import ledger
 
 pytestmark = pytest.mark.django_db
 SLOT = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)

@@ -17,8 +17,8 @@ from deadletters.models import DeadLetter
 from monitoring.alerts import evaluate_alerts, step
 from monitoring.models import AlertState, JobMonitor
 from monitoring.status import beat_state, job_status
-from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch, ScheduleVersion
-from scheduling.models import Coupon
+from scheduling.beat import BeatHeartbeat, BeatLease, Dispatch, ScheduleVersion
+from scheduling.billing.models import Coupon
 
 pytestmark = pytest.mark.django_db
 T0 = dt.datetime(2026, 3, 28, 12, 0, tzinfo=dt.UTC)

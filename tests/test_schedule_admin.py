@@ -8,7 +8,7 @@ from django.core import checks
 from django.test import override_settings
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from scheduling.beat_models import Dispatch, JobPolicy, ScheduleChange
+from scheduling.beat import Dispatch, JobPolicy, ScheduleChange
 from tests.e2e.scenario import change_form_data
 
 pytestmark = pytest.mark.django_db

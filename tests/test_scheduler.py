@@ -10,8 +10,14 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from django_celery_results.models import TaskResult
 
 from project.celery import app
-from scheduling.beat import LeasedScheduler
-from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch, JobPolicy, ScheduleVersion
+from scheduling.beat import (
+    BeatHeartbeat,
+    BeatLease,
+    Dispatch,
+    JobPolicy,
+    LeasedScheduler,
+    ScheduleVersion,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
@@ -79,13 +85,12 @@ def test_two_schedulers_over_720_ticks_with_failovers_send_each_slot_once(clock,
     for tick in range(720):
         clock.advance(5)
         if tick == 130:  # a wakes from its stall still believing it leads: the ledger fences it
-            a.leading = True
-            a.dispatch_due(clock())
+            a.dispatch(clock())
         if tick == 600 and a.leading:
             a.close()
         if tick == 600 and b.leading:
             b.close()
-        ticked = [s for s in (a, b) if tick not in stalls[s.instance] and not s._closed]
+        ticked = [s for s in (a, b) if tick not in stalls[s.instance] and not s.closed]
         for s in ticked:
             s.tick()
         leaders.append(tuple(s.instance for s in ticked if s.leading))
@@ -245,7 +250,7 @@ def test_any_schedule_change_is_seen_on_the_next_tick(clock, only, how):
     job = interval_job("every-10s", 10)
     sched = beat(clock, "a")
     sched.tick()
-    version = sched.loaded_version
+    version = sched.planner.loaded_version
     if how == "queryset_update":
         PeriodicTask.objects.filter(pk=job.pk).update(kwargs='{"x": 1}')
     elif how == "raw_sql":
@@ -258,8 +263,8 @@ def test_any_schedule_change_is_seen_on_the_next_tick(clock, only, how):
     assert ScheduleVersion.current() != version
     clock.advance(1)
     sched.tick()
-    assert sched.loaded_version == ScheduleVersion.current()
-    assert sched.jobs["every-10s"].model.kwargs == '{"x": 1}'
+    assert sched.planner.loaded_version == ScheduleVersion.current()
+    assert sched.planner.jobs["every-10s"].model.kwargs == '{"x": 1}'
 
 
 def test_bookkeeping_writes_do_not_count_as_a_change(clock, only):
@@ -334,14 +339,18 @@ def test_a_send_that_fails_is_retried_from_the_ledger_once_the_broker_answers(
     assert [m["headers"]["id"] for m in sent_messages(broker)] == [row.task_id]
 
 
-def test_a_restarted_beat_takes_the_lease_of_a_dead_process_on_its_host_at_once(clock, only):
+def test_a_restarted_beat_takes_the_lease_of_a_dead_process_on_its_host_at_once(
+    clock, only, request
+):
     import socket
     import subprocess
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer runs
     dead = f"{socket.gethostname()}:{gone.pid}:deadbeef"
-    alive = f"{socket.gethostname()}:1:cafe"  # pid 1 runs: its lease is respected
+    running = subprocess.Popen(["sleep", "120"])  # another process that runs (not pid 1: the
+    request.addfinalizer(running.kill)  # suite itself may be pid 1 in a container)
+    alive = f"{socket.gethostname()}:{running.pid}:cafe"  # its lease is respected
     BeatLease.objects.create(name="default", holder=alive, expires_at=clock() + dt.timedelta(
         seconds=30))
     sched = beat(clock, "fresh")

@@ -6,8 +6,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
+from scheduling.billing.tasks import expire_coupons  # noqa: F401  (registers the tasks)
 from scheduling.schedules import DEFAULT_SCHEDULES
-from scheduling.tasks import expire_coupons  # noqa: F401  (registers the tasks)
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from celery import schedules
 from django_celery_beat.tzcrontab import TzAwareCrontab
 
-from scheduling import slots
+from scheduling.engine import slots
 
 UTC = dt.UTC
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduling.timeutils import card_valid_until, last_expiring_month
+from scheduling.billing.timeutils import card_valid_until, last_expiring_month
 
 
 @pytest.mark.parametrize(

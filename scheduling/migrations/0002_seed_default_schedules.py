@@ -7,7 +7,7 @@ from django.db import migrations
 
 
 def seed(apps, schema_editor):
-    from scheduling.seeding import SeedModels, seed_schedules
+    from scheduling.engine.seeding import SeedModels, seed_schedules
 
     seed_schedules(
         models=SeedModels(

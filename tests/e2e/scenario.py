@@ -16,8 +16,8 @@ def prepare(coupons: int = 40, cards: int = 40) -> dict:
     from django.utils import timezone
     from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-    from scheduling.models import Coupon, PaymentCard
-    from scheduling.seeding import seed_schedules
+    from scheduling.billing.models import Coupon, PaymentCard
+    from scheduling.engine.seeding import seed_schedules
 
     seed_schedules()
     every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
@@ -41,7 +41,7 @@ def prepare(coupons: int = 40, cards: int = 40) -> dict:
 def add_due_rows(coupons: int = 0, cards: int = 0) -> dict:
     from django.utils import timezone
 
-    from scheduling.models import Coupon, PaymentCard
+    from scheduling.billing.models import Coupon, PaymentCard
 
     now = timezone.now()
     start = Coupon.objects.count()
@@ -121,7 +121,7 @@ def state() -> dict:
     from django_celery_beat.models import PeriodicTask
     from django_celery_results.models import TaskResult
 
-    from scheduling.models import Coupon, PaymentCard
+    from scheduling.billing.models import Coupon, PaymentCard
 
     now = timezone.now()
     flag = PeriodicTask.objects.get(name="flag-expiring-cards")
@@ -137,7 +137,7 @@ def state() -> dict:
 
 
 def seed() -> dict:
-    from scheduling.seeding import seed_schedules
+    from scheduling.engine.seeding import seed_schedules
 
     return dict(seed_schedules())
 

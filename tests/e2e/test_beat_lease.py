@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch
+from scheduling.beat import BeatHeartbeat, BeatLease, Dispatch
 from tests.e2e import probe
 from tests.e2e.processes import beat, eventually, wait_for_ping, worker
 from tests.e2e.test_beat_worker import InProcess

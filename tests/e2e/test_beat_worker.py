@@ -140,8 +140,8 @@ def test_beat_dispatches_jobs_and_follows_admin_edits(backend, tmp_path):
 def test_soft_time_limit_in_a_real_worker_ends_a_partial_run(tmp_path):
     from django_celery_results.models import TaskResult
 
-    from scheduling.models import Coupon
-    from scheduling.tasks import expire_coupons
+    from scheduling.billing.models import Coupon
+    from scheduling.billing.tasks import expire_coupons
 
     scenario.add_due_rows(coupons=20_000)
     env = InProcess(tmp_path).env | {"SCHEDULING_BATCH_SIZE": "5", "SCHEDULING_BATCH_MAX": "5"}

@@ -16,7 +16,7 @@ import yaml
 from django.conf import settings
 from django.db import connection
 
-from scheduling.beat_models import Dispatch
+from scheduling.beat import Dispatch
 from tests.e2e.processes import ROOT, Service, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -34,8 +34,8 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from deadletters.models import DeadLetter
-from scheduling.beat_models import BeatHeartbeat, BeatLease, Dispatch
-from scheduling.models import Coupon
+from scheduling.beat import BeatHeartbeat, BeatLease, Dispatch
+from scheduling.billing.models import Coupon
 from tests.e2e.processes import (
     ROOT,
     OwnRedis,

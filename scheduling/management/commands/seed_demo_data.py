@@ -3,8 +3,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from scheduling import demo
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing import demo
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
 
 def fraction(value: str) -> float:

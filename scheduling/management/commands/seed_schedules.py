@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from scheduling.engine.seeding import UnknownSchedule, seed_schedules
 from scheduling.schedules import DEFAULTS_BY_NAME
-from scheduling.seeding import UnknownSchedule, seed_schedules
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
 CAP = 10_000  # counted up to this many; beyond, "at least"
 

@@ -1,7 +1,9 @@
-"""What the scheduler keeps in the database: lease, heartbeats, schedule version, dispatch ledger,
-per-job policy, and the audit trail of schedule changes.
+"""What the scheduler engine keeps in the database: lease, heartbeats, schedule version, the
+ledger (model ``Dispatch``), per-job policy, and the audit trail of schedule changes.
 
-Imported by ``scheduling.models`` so Django finds these models.
+Imported by ``scheduling.models`` so Django finds these models (app label ``scheduling``; the
+tables keep their names). Written only by the engine's modules: the ledger by
+``scheduling.engine.ledger``.
 """
 
 from __future__ import annotations
@@ -106,13 +108,30 @@ class DispatchQuerySet(models.QuerySet):
         return {task_id: (rows[task_id], at)
                 for task_id, at in started.values_list("task_id", "date_started")}
 
+    def prune(self, *, before: dt.datetime, chunk: int = 5000) -> int:
+        """Delete rows with a slot before ``before``, always keeping each job's newest row (beat
+        continues its timeline from it), ``chunk`` rows per statement; rows deleted."""
+        newest = Dispatch.objects.filter(periodic_task_id=models.OuterRef("periodic_task_id"))
+        old = self.annotate(
+            job_last=models.Subquery(newest.order_by("-slot").values("slot")[:1])
+        ).filter(slot__lt=before).filter(slot__lt=models.F("job_last"))
+        deleted = 0
+        while True:
+            ids = list(old.values_list("pk", flat=True)[:chunk])
+            if not ids:
+                return deleted
+            deleted += Dispatch.objects.filter(pk__in=ids).delete()[0]
+            if len(ids) < chunk:
+                return deleted
+
 
 class Dispatch(models.Model):
-    """The dispatch ledger: one row per (periodic task, slot), written *before* the task is sent.
+    """The ledger: one row per (periodic task, slot), written *before* the task is sent.
 
     The unique constraint is the fence: a second beat, a stale leader or a restarted one that
     tries the same slot gets a conflict and skips it. Worker-side signal handlers move ``state``
-    through started to succeeded/failed by ``task_id``.
+    from sent to succeeded/failed by ``task_id`` (whether a run started is read from
+    django-celery-results, see ``DispatchQuerySet.running``).
     """
 
     class Kind(models.TextChoices):
@@ -145,8 +164,8 @@ class Dispatch(models.Model):
     objects = DispatchQuerySet.as_manager()
 
     class Meta:
-        verbose_name = "dispatch"
-        verbose_name_plural = "dispatch ledger"
+        verbose_name = "ledger entry"
+        verbose_name_plural = "ledger"
         ordering = ["-slot"]
         constraints = [
             models.UniqueConstraint(fields=["periodic_task", "slot"], name="dispatch_one_per_slot"),

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
-from scheduling.timeutils import last_expiring_month
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing.timeutils import last_expiring_month
 
 
 class _Dialect:

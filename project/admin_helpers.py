@@ -1,4 +1,5 @@
-"""Shared by the admin actions that ask for a reason first (pause / resume, ignore)."""
+"""Shared admin helpers: the read-only admin behaviour, and the intermediate page of the actions
+that ask for a reason first (pause / resume, ignore)."""
 
 from django import forms
 from django.contrib.admin import helpers
@@ -37,3 +38,19 @@ def ask_reason(model_admin, request, queryset, *, action, title, intro, submit, 
         "action_name": action,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
     })
+
+
+class ReadOnlyAdminMixin:
+    """Browsable, never edited by hand: records written by the system, or changed only through
+    actions that say who and why. ``deletable = True`` keeps the delete permission as usual."""
+
+    deletable = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return self.deletable and super().has_delete_permission(request, obj)

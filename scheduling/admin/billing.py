@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from scheduling.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
 
 
 @admin.register(Coupon)
@@ -33,4 +33,3 @@ class CheckoutSessionAdmin(admin.ModelAdmin):
     date_hierarchy = "updated_at"
     readonly_fields = ("created_at", "updated_at")
     show_full_result_count = False
-from scheduling import schedule_admin  # noqa: E402, F401  (replaces django-celery-beat's)

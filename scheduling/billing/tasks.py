@@ -1,0 +1,110 @@
+"""The billing maintenance jobs. Thin: validate arguments, take ``now`` once, call the queryset.
+
+Task names are explicit and stable: stored schedules hold these strings, so renaming a module
+must not break them.
+"""
+
+import time
+
+import structlog
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerOperationalError
+
+from scheduling.billing.batching import BatchResult
+from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
+
+log = structlog.get_logger(__name__)
+
+MAX_WITHIN_DAYS = 3650
+MAX_OLDER_THAN_DAYS = 3650
+
+# Options every maintenance job shares. Late acknowledgement plus reject-on-worker-lost means a
+# job whose worker dies mid-run is redelivered rather than forgotten; the jobs are idempotent,
+# so running one again is safe. Only transient connection errors are retried, with backoff;
+# anything else (bad arguments included) is a permanent failure.
+JOB_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError, InterfaceError, BrokerOperationalError),
+    "max_retries": 5,
+    "retry_backoff": 2,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+}
+
+
+class InvalidJobArguments(ValueError):
+    """A job was called with arguments it can never accept: a permanent error, not retried."""
+
+
+def validate_days(name: str, value, *, minimum: int, maximum: int) -> int:
+    # bool is an int in Python; True days is a typo, not a number.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobArguments(
+            f"{name} must be a whole number of days, got {value!r} ({type(value).__name__})"
+        )
+    if not minimum <= value <= maximum:
+        raise InvalidJobArguments(f"{name} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+def batching_options() -> dict:
+    """The batch sizing every job uses, from settings (also what the benchmark runs with)."""
+    return {
+        "batch_size": settings.SCHEDULING_BATCH_SIZE,
+        "max_batch_size": settings.SCHEDULING_BATCH_MAX,
+        "target_seconds": settings.SCHEDULING_BATCH_TARGET_MS / 1000,
+    }
+
+
+def _finish(job: str, count_name: str, result: BatchResult, now, started: float, **params):
+    """Log one event for the run and return its counts (JSON-safe: it is stored as the result)."""
+    outcome = {
+        "job": job,
+        count_name: result.changed,
+        "batches": result.batches,
+        "partial": result.partial,
+        "now": now.isoformat(),
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        **params,
+    }
+    if result.partial:
+        log.warning("job.partial", reason="soft time limit reached", **outcome)
+    else:
+        log.info("job.finished", **outcome)
+    return outcome
+
+
+@shared_task(name="scheduling.expire_coupons", **JOB_OPTIONS)
+def expire_coupons():
+    started, now = time.monotonic(), timezone.now()
+    result = Coupon.objects.expire_due(now=now, **batching_options())
+    return _finish("expire_coupons", "expired", result, now, started)
+
+
+@shared_task(name="scheduling.flag_expiring_cards", **JOB_OPTIONS)
+def flag_expiring_cards(within_days=30):
+    within_days = validate_days("within_days", within_days, minimum=0, maximum=MAX_WITHIN_DAYS)
+    started, now = time.monotonic(), timezone.now()
+    result = PaymentCard.objects.flag_expiring(
+        now=now, within_days=within_days, **batching_options()
+    )
+    return _finish("flag_expiring_cards", "flagged", result, now, started, within_days=within_days)
+
+
+@shared_task(name="scheduling.delete_stale_checkouts", **JOB_OPTIONS)
+def delete_stale_checkouts(older_than_days=7):
+    # At least one day: 0 would delete checkouts customers are in the middle of.
+    older_than_days = validate_days(
+        "older_than_days", older_than_days, minimum=1, maximum=MAX_OLDER_THAN_DAYS
+    )
+    started, now = time.monotonic(), timezone.now()
+    result = CheckoutSession.objects.delete_stale(
+        now=now, older_than_days=older_than_days, **batching_options()
+    )
+    return _finish(
+        "delete_stale_checkouts", "deleted", result, now, started, older_than_days=older_than_days
+    )

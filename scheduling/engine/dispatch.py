@@ -1,0 +1,160 @@
+"""Sending: the one path by which a periodic task goes out. Beat uses it for each due slot, "run
+now" for a manual run: ledger row first (``ledger.reserve``), then the message, then the row is
+confirmed.
+
+Headers added to every message (read back on the worker from ``task.request``):
+``periodic_task_name`` (django-celery-beat's own header, which django-celery-results stores on
+the result), ``scheduled_slot`` (ISO 8601, UTC) and ``dispatch_kind``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import structlog
+from celery import current_app
+from django.conf import settings
+from django.db.models import F
+from django_celery_beat.models import PeriodicTask
+from django_celery_beat.schedulers import ModelEntry
+
+from scheduling.engine import ledger
+from scheduling.engine.models import Dispatch
+from scheduling.engine.planner import Planner
+
+log = structlog.get_logger(__name__)
+
+#: Reserved-but-unconfirmed ledger rows older than this belong to a beat that died mid-send.
+RESEND_AFTER = dt.timedelta(seconds=15)
+
+
+def message_for(model: PeriodicTask, slot: dt.datetime, kind: str, app=None):
+    """``(task name, args, kwargs, options)`` exactly as beat sends it for ``model``."""
+    entry = ModelEntry(model, app=app or current_app)
+    options = dict(entry.options)
+    headers = dict(options.get("headers") or {})
+    headers.update(periodic_task_name=model.name, scheduled_slot=slot.isoformat(),
+                   dispatch_kind=kind, celery_beat_task=True)
+    options["headers"] = headers
+    return entry.task, entry.args, entry.kwargs, options
+
+
+def publish(model: PeriodicTask, row: Dispatch, *, app=None, producer=None) -> None:
+    app = app or current_app
+    name, args, kwargs, options = message_for(model, row.slot, row.kind, app)
+    task = app.tasks.get(name)
+    if task is not None:
+        # apply_async puts the task's own limits and routing in the message, like stock beat.
+        task.apply_async(args, kwargs, task_id=row.task_id, producer=producer, **options)
+    else:
+        app.send_task(name, args, kwargs, task_id=row.task_id, producer=producer, **options)
+
+
+def dispatch(model: PeriodicTask, *, slot: dt.datetime, now: dt.datetime, by: str,
+             kind: str = Dispatch.Kind.SCHEDULED, app=None, producer=None) -> Dispatch | None:
+    """Reserve ``slot`` of ``model``, send the task, confirm. None if the slot was already
+    taken. See ``dispatch_many``."""
+    rows = dispatch_many([(model, slot)], now=now, by=by, kind=kind, app=app, producer=producer)
+    return rows[0] if rows else None
+
+
+def dispatch_many(due, *, now, by, kind=Dispatch.Kind.SCHEDULED, app=None, producer=None):
+    """Send every ``(model, slot)`` in ``due`` whose slot is still free; return their rows.
+
+    (1) reserve all rows in one statement; (2) publish each row we reserved; (3) confirm them.
+    If publishing fails the row is removed so the slot is tried again, and the error raised; if
+    the process dies between (1) and (3), the leader re-sends reserved rows (``resend_reserved``)
+    with the same task id. Four queries for any number of slots.
+    """
+    sent = []
+    for row in ledger.reserve(due, kind=kind, now=now, by=by):
+        try:
+            publish(row.periodic_task, row, app=app, producer=producer)
+        except Exception:
+            ledger.unreserve(row.task_id)
+            ledger.confirm(r.task_id for r in sent)
+            raise
+        sent.append(row)
+        log.info("beat.dispatched", job=row.periodic_task.name, task=row.task_name,
+                 slot=row.slot.isoformat(), task_id=row.task_id, kind=kind)
+    ledger.confirm(row.task_id for row in sent)
+    return sent
+
+
+def resend_reserved(*, older_than: dt.datetime, app=None, producer=None) -> int:
+    """Send again the rows a beat reserved but died before confirming (same task id).
+
+    At-least-once: if the message did go out before the crash, the task runs twice under one id;
+    every job is idempotent, so the second run changes nothing.
+    """
+    sent = 0
+    for row in ledger.reserved_before(older_than):
+        publish(row.periodic_task, row, app=app, producer=producer)
+        sent += ledger.confirm([row.task_id])
+        log.warning("beat.resent_reserved", job=row.periodic_task.name, task_id=row.task_id,
+                    slot=row.slot.isoformat())
+    return sent
+
+
+def running(task_ids, now: dt.datetime) -> set[int]:
+    """Jobs among ``task_ids`` with a run started and not finished within the hard limit."""
+    limit = dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    started = Dispatch.objects.filter(periodic_task_id__in=task_ids).running(since=now - limit)
+    return {periodic_task_id for periodic_task_id, _ in started.values()}
+
+
+class Dispatcher:
+    """The leader's dispatch step: due jobs through the policies, sent in one batch."""
+
+    def __init__(self, *, instance: str, app):
+        self.instance, self.app = instance, app
+        self.resent_at: dt.datetime | None = None
+
+    def resend_if_due(self, now: dt.datetime, producer) -> None:
+        """Re-send rows a dead beat reserved, at most every few seconds."""
+        if self.resent_at is None or now - self.resent_at >= RESEND_AFTER / 3:
+            resend_reserved(older_than=now - RESEND_AFTER, app=self.app, producer=producer)
+            self.resent_at = now
+
+    def send_due(self, planner: Planner, now: dt.datetime, producer) -> list[Dispatch]:
+        due_jobs = planner.pop_due(now)
+        if not due_jobs:
+            return []
+        busy = running([job.model.pk for job in due_jobs], now)
+        to_send = []
+        try:
+            for job in due_jobs:
+                decision = job.decide(now, running=job.model.pk in busy)
+                if decision is None:
+                    continue
+                job.last = decision.last
+                self.record(job, decision, now)
+                if decision.send is not None:
+                    to_send.append((job.model, decision.send))
+            sent = dispatch_many(to_send, now=now, by=self.instance, app=self.app,
+                                 producer=producer)
+        finally:
+            for job in due_jobs:
+                planner.push(job)
+        count_runs(sent, now)
+        return sent
+
+    def record(self, job, decision, now) -> None:
+        if decision.missed is not None:
+            missed = decision.missed
+            ledger.record_missed(job.model, job.schedule, missed.first, missed.last,
+                                 missed.count, now=now, by=self.instance)
+        if decision.skipped is not None:
+            ledger.record_skipped(job.model, decision.skipped, now=now, by=self.instance)
+
+
+def count_runs(sent: list[Dispatch], now: dt.datetime) -> None:
+    """django-celery-beat's own bookkeeping on the job rows; a one-off job is disabled."""
+    if not sent:
+        return
+    ids = [row.periodic_task_id for row in sent]
+    PeriodicTask.objects.filter(pk__in=ids).update(
+        last_run_at=now, total_run_count=F("total_run_count") + 1)
+    one_off = [row.periodic_task_id for row in sent if row.periodic_task.one_off]
+    if one_off:
+        PeriodicTask.objects.filter(pk__in=one_off).update(enabled=False)

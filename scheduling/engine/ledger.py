@@ -1,0 +1,213 @@
+"""The ledger: one row per job slot (model ``Dispatch``), and the one module that writes it.
+
+Beat side: a slot is *reserved* (row first, under the job's row lock, only after the job's last
+ledger slot), the message is sent, the row is *confirmed* (``sent``); a slot beat decides not to
+send is recorded as *missed* (catch-up window passed) or *skipped* (overlap).
+
+Worker side (signal handlers connected in ``SchedulingConfig.ready()``): when a scheduled run ends,
+its row gets ``succeeded`` or ``failed``, when it started and finished, and what it returned: one
+UPDATE by task id. Whether an unfinished run has started is not written here: django-celery-results
+stores a STARTED result for every task (``CELERY_TASK_TRACK_STARTED``), and a second write before
+every run cost a third of the throughput of short tasks (bench/README.md);
+``Dispatch.objects.running`` reads it from there. Only messages beat (or "run now") sent carry the
+``scheduled_slot`` header; other tasks cost nothing here. A ledger write that fails on the worker
+is logged and never fails the task itself.
+
+Retention is ``Dispatch.objects.prune()``, a batched queryset method.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import structlog
+from django.db import DatabaseError, InterfaceError, transaction
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from scheduling.engine import slots
+from scheduling.engine.models import Dispatch
+
+log = structlog.get_logger(__name__)
+FINISHED = (Dispatch.State.SUCCEEDED, Dispatch.State.FAILED)
+
+
+# --- beat side ----------------------------------------------------------------------------------
+def lock_timelines(task_ids) -> dict:
+    """Lock the periodic task rows (until the transaction ends) and return each one's last
+    ledger slot. Every ledger insert for a schedule slot happens under this lock, so each job's
+    timeline only moves forward: a stale leader cannot fill in a slot a new leader has already
+    recorded as missed."""
+    list(PeriodicTask.objects.select_for_update().filter(pk__in=task_ids).values_list("pk"))
+    return Dispatch.objects.last_slots(task_ids)
+
+
+def reserve(due, *, kind: str, now: dt.datetime, by: str) -> list[Dispatch]:
+    """Insert a reserved row for every ``(model, slot)`` in ``due`` whose slot is still free, in
+    one statement that skips conflicts with the unique (job, slot) constraint; return the rows
+    this call inserted (a conflict means another beat, or this one before a restart, has it)."""
+    wanted = [
+        Dispatch(
+            periodic_task=model, slot=slot, kind=kind, state=Dispatch.State.RESERVED,
+            task_id=str(uuid.uuid4()), task_name=model.task, dispatched_by=by, dispatched_at=now,
+        )
+        for model, slot in due
+    ]
+    if not wanted:
+        return []
+    with transaction.atomic():
+        if kind != Dispatch.Kind.MANUAL:
+            last = lock_timelines({row.periodic_task_id for row in wanted})
+            wanted = [row for row in wanted
+                      if last.get(row.periodic_task_id) is None
+                      or row.slot > last[row.periodic_task_id]]
+        Dispatch.objects.bulk_create(wanted, ignore_conflicts=True)
+    ours = set(Dispatch.objects.filter(task_id__in=[row.task_id for row in wanted])
+               .values_list("task_id", flat=True))
+    for row in wanted:
+        if row.task_id not in ours:
+            log.info("beat.slot_taken", job=row.periodic_task.name, slot=row.slot.isoformat())
+    return [row for row in wanted if row.task_id in ours]
+
+
+def confirm(task_ids) -> int:
+    """Reserved rows whose message went out become ``sent`` (compare-and-set)."""
+    return Dispatch.objects.filter(task_id__in=list(task_ids),
+                                   state=Dispatch.State.RESERVED).update(state=Dispatch.State.SENT)
+
+
+def unreserve(task_id: str) -> None:
+    """The message could not be sent: free the slot so it is planned again."""
+    Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.RESERVED).delete()
+
+
+def reserved_before(older_than: dt.datetime):
+    """Rows a beat reserved and never confirmed (it died mid-send)."""
+    return Dispatch.objects.filter(
+        state=Dispatch.State.RESERVED, dispatched_at__lt=older_than
+    ).select_related("periodic_task__crontab", "periodic_task__interval",
+                     "periodic_task__solar", "periodic_task__clocked")
+
+
+def _not_sent(model, slot, kind, now, by, **extra) -> None:
+    Dispatch.objects.bulk_create(
+        [Dispatch(periodic_task=model, slot=slot, kind=kind, state=Dispatch.State.NOT_SENT,
+                  task_id=None, task_name=model.task, dispatched_by=by, dispatched_at=now,
+                  **extra)],
+        ignore_conflicts=True,  # another beat recorded it first: same conclusion
+    )
+
+
+def record_skipped(model: PeriodicTask, slot: dt.datetime, *, now, by) -> bool:
+    """Record ``slot`` as skipped (overlap), unless another beat handled it meanwhile: a beat
+    that stalled mid-tick (a broker reconnect can block it for seconds) and lost the lease may
+    find the slot inside the new leader's missed range (found by the fault suite)."""
+    with transaction.atomic():
+        handled = lock_timelines([model.pk]).get(model.pk)
+        if handled is not None and handled >= slot:
+            return False
+        _not_sent(model, slot, Dispatch.Kind.SKIPPED, now, by)
+    log.warning("beat.skipped_overlap", job=model.name, slot=slot.isoformat())
+    return True
+
+
+def record_missed(model: PeriodicTask, schedule, first, last, count, *, now, by) -> bool:
+    """Record slots ``first``..``last`` as one missed row, minus any another beat handled
+    meanwhile (under the job's row lock, like every ledger insert for a schedule slot)."""
+    with transaction.atomic():
+        handled = lock_timelines([model.pk]).get(model.pk)
+        if handled is not None and handled >= first:
+            if handled >= last:
+                return False
+            remaining = slots.latest_due(schedule, handled, last)
+            if remaining is None:
+                return False
+            first, count = remaining.first, remaining.count
+        _not_sent(model, last, Dispatch.Kind.MISSED, now, by, missed_from=first,
+                  missed_count=count)
+    log.warning("beat.missed", job=model.name, first=first.isoformat(), last=last.isoformat(),
+                count=count)
+    return True
+
+
+# --- worker side --------------------------------------------------------------------------------
+def _scheduled(request) -> bool:
+    return bool(request is not None and getattr(request, "scheduled_slot", None))
+
+
+def _mark(task_id: str, **fields) -> int | None:
+    """Rows updated, or None when the write failed (logged)."""
+    try:
+        # A run that already succeeded stays succeeded (a second delivery failing does not undo
+        # the work the first one did; its dead letter says what went wrong).
+        return Dispatch.objects.filter(task_id=task_id).exclude(
+            state=Dispatch.State.SUCCEEDED).update(**fields)
+    except (DatabaseError, InterfaceError) as exc:
+        log.error("ledger.write_failed", task_id=task_id, error=str(exc),
+                  **{k: str(v) for k, v in fields.items()})
+        return None
+
+
+def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
+    if task is not None and _scheduled(task.request):
+        task.request.ledger_started_at = timezone.now()  # kept in memory until the run ends
+
+
+def on_task_success(sender=None, result=None, **kwargs):
+    if sender is not None and _scheduled(sender.request):
+        task_id, summary = sender.request.id, _summary(result)
+        updated = _mark(task_id, state=Dispatch.State.SUCCEEDED,
+                        started_at=getattr(sender.request, "ledger_started_at", None),
+                        finished_at=timezone.now(), result=summary)
+        if updated == 0:
+            try:
+                _add_second_run(task_id, summary)
+            except (DatabaseError, InterfaceError) as exc:
+                log.error("ledger.write_failed", task_id=task_id, error=str(exc))
+
+
+def on_task_failure(sender=None, task_id=None, **kwargs):
+    # Sent for the final failure only (a retry raises Retry, not a failure), including from the
+    # worker's main process when the pool process was killed or hit the hard time limit, where
+    # ``sender.request`` is not this task's: so match by task id alone, like the other handlers.
+    if task_id:
+        started = getattr(sender.request, "ledger_started_at", None) if sender else None
+        _mark(task_id, state=Dispatch.State.FAILED, started_at=started,
+              finished_at=timezone.now())
+
+
+def _add_second_run(task_id: str, summary: dict | None) -> None:
+    """The same message ran again after it had succeeded: its acknowledgement was lost (Redis
+    went away just as the run ended), so Redis delivered it again after the visibility timeout.
+    The jobs are idempotent, but the second run may still find new work; add its counts to the
+    row's, so the ledger's counts keep adding up to what the runs did, and count the runs."""
+    with transaction.atomic():
+        row = Dispatch.objects.select_for_update().filter(
+            task_id=task_id, state=Dispatch.State.SUCCEEDED).first()
+        if row is None:
+            return
+        merged = dict(row.result or {})
+        for key, value in (summary or {}).items():
+            if _is_count(value) and _is_count(merged.get(key)):
+                merged[key] += value
+            else:
+                merged[key] = value
+        merged["runs"] = (row.result or {}).get("runs", 1) + 1
+        row.result, row.finished_at = merged, timezone.now()
+        row.save(update_fields=["result", "finished_at"])
+    log.warning("ledger.ran_again", task_id=task_id, runs=merged["runs"])
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _summary(result):
+    """A job's returned counts, kept small: a dict of scalars, anything else dropped."""
+    if not isinstance(result, dict):
+        return None
+    return {
+        str(k): v for k, v in list(result.items())[:20]
+        if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) < 100)
+    }
