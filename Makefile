@@ -53,6 +53,7 @@ chaos: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Benchmarks run by hand on their own database (results: bench/README.md).
 BENCHES := bench bench-scheduler bench-deadletters bench-monitoring
