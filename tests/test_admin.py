@@ -36,6 +36,8 @@ def test_changelists_filter_and_search(admin_client, rows, url, expected):
 
 def test_search_that_matches_nothing_shows_nothing(admin_client, rows):
     response = admin_client.get("/admin/scheduling/coupon/?q=NOPE")
+    assert response.status_code == 200
+    assert response.context["cl"].result_count == 0
     assert "WELCOME10" not in response.content.decode()
 
 

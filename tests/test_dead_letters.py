@@ -162,11 +162,13 @@ def test_ignore_all_matching_the_filter(admin_client):
 def test_changelist_filters_and_search(admin_client):
     letter("abc-123", exception_message="card processor timeout")
     letter("def-456", task="scheduling.expire_coupons", exception_message="other")
+    DeadLetter.objects.filter(task_id="def-456").update(exception_type="ValueError")
     for query, shown, hidden in [
         ("?q=abc-123", "abc-123", "def-456"),
         ("?q=processor", "abc-123", "def-456"),
         ("?status__exact=pending&task_name=scheduling.expire_coupons", "def-456", "abc-123"),
-        ("?exception_type=RuntimeError", "abc-123", "zzz"),
+        ("?exception_type=RuntimeError", "abc-123", "def-456"),
+        ("?exception_type=ValueError", "def-456", "abc-123"),
     ]:
         text = admin_client.get(CHANGELIST + query).content.decode()
         assert shown in text and hidden not in text, query
@@ -217,3 +219,16 @@ def test_pending_stats_for_monitoring():
     letter("c", status="ignored", failed_at=now - dt.timedelta(days=3))
     assert DeadLetter.objects.pending_stats(now=now) == {
         "pending": 2, "oldest_pending_age": 7200.0}
+
+
+def test_a_hostile_task_id_in_a_requeue_link_is_escaped(admin_client):
+    """A child dead letter's task id comes from a message header: whoever can publish one with a
+    chosen id and ``requeued_from`` header must not get markup into the staff's browser."""
+    parent = letter("parent-1", status=DeadLetter.Status.REQUEUED)
+    hostile = '<script>alert("x")</script>{0}'
+    letter(hostile, requeued_from=parent)
+    response = admin_client.get(f"{CHANGELIST}{parent.pk}/change/")
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert '<script>alert("x")</script>' not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;{0}</a>" in text

@@ -198,6 +198,21 @@ def test_soft_time_limit_stops_between_batches_and_keeps_committed_work(settings
     assert tasks.expire_coupons.apply().get()["expired"] == 40_000 - expired
 
 
+@pytest.fixture
+def retried():
+    """The reasons of the retries Celery announces (its task_retry signal) during the test."""
+    from celery import signals
+
+    reasons = []
+
+    def on_retry(sender=None, reason=None, **kwargs):
+        reasons.append(str(reason))
+
+    signals.task_retry.connect(on_retry, weak=False)
+    yield reasons
+    signals.task_retry.disconnect(on_retry)
+
+
 # --- bad arguments --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -211,13 +226,13 @@ def test_soft_time_limit_stops_between_batches_and_keeps_committed_work(settings
         (tasks.delete_stale_checkouts, {"older_than_days": "7"}, "older_than_days must be a whole"),
     ],
 )
-def test_bad_arguments_fail_at_once_and_are_not_retried(task, kwargs, message):
+def test_bad_arguments_fail_at_once_and_are_not_retried(task, kwargs, message, retried):
     outcome = task.apply(kwargs=kwargs)
     assert outcome.failed()
     assert isinstance(outcome.result, tasks.InvalidJobArguments)
     assert message in str(outcome.result)
-    assert outcome.traceback  # failed on the first attempt, with no retry in between
-    assert not isinstance(outcome.result, tasks.JOB_OPTIONS["autoretry_for"])
+    assert outcome.traceback
+    assert retried == []  # failed on the first attempt, with no retry in between
 
 
 def test_unknown_argument_is_rejected_before_sending():
@@ -225,15 +240,42 @@ def test_unknown_argument_is_rejected_before_sending():
         tasks.flag_expiring_cards.apply_async(kwargs={"within_dayz": 30})
 
 
-def test_transient_database_errors_are_retried_with_backoff():
-    options = tasks.JOB_OPTIONS
+@time_machine.travel(NOW, tick=False)
+def test_a_transient_database_error_in_one_batch_is_retried_and_the_run_succeeds(
+    monkeypatch, retried, settings
+):
+    """The second batch of the first attempt loses its connection: the run is retried (autoretry
+    with backoff) and the retry expires the rest; the first batch's commit is kept."""
     from django.db import OperationalError
 
-    assert OperationalError in options["autoretry_for"]
-    assert options["retry_backoff"] and options["max_retries"] >= 1
+    from scheduling.billing import models as billing_models
+
+    settings.SCHEDULING_BATCH_SIZE = settings.SCHEDULING_BATCH_MAX = 10
+    Coupon.objects.bulk_create(
+        Coupon(code=f"C{i}", expires_at=NOW - timedelta(days=1)) for i in range(25))
+    real = billing_models.run_in_batches
+    batches = []
+
+    def failing_once(queryset, apply, **options):
+        def flaky(chunk):
+            batches.append(len(batches))
+            if len(batches) == 2:
+                raise OperationalError("server closed the connection unexpectedly")
+            return apply(chunk)
+
+        return real(queryset, flaky, **options)
+
+    monkeypatch.setattr(billing_models, "run_in_batches", failing_once)
+    outcome = tasks.expire_coupons.apply()
+
+    assert outcome.successful(), outcome.traceback
+    assert len(retried) == 1 and "server closed the connection" in retried[0]
+    assert outcome.result["expired"] == 15  # the retry's count: 10 were expired by attempt 1
+    assert Coupon.objects.filter(status="expired").count() == 25
     for task in (tasks.expire_coupons, tasks.flag_expiring_cards, tasks.delete_stale_checkouts):
         assert task.acks_late and task.reject_on_worker_lost
-        assert task.autoretry_for == options["autoretry_for"]
+        assert task.autoretry_for == tasks.JOB_OPTIONS["autoretry_for"]
+        assert task.retry_backoff and task.max_retries == 5
 
 
 @time_machine.travel(NOW, tick=False)
@@ -255,18 +297,17 @@ def test_batch_size_adapts_to_how_long_batches_take():
         Coupon(code=f"A{i}", expires_at=datetime(2020, 1, 1, tzinfo=UTC)) for i in range(3000)
     )
     sizes = []
+    clock = [0.0]  # seconds, moved by each batch: 1 ms, except the fifth takes 30 ms
 
     def apply(chunk):
-        import time
-
         changed = chunk.update(status="expired", expired_at=NOW)
         sizes.append(changed)
-        time.sleep(0.03 if len(sizes) == 5 else 0)  # the fifth batch is slow
+        clock[0] += 0.03 if len(sizes) == 5 else 0.001
         return changed
 
     result = run_in_batches(Coupon.objects.filter(status="active"), apply, batch_size=10,
-                            max_batch_size=160, target_seconds=0.02)
+                            max_batch_size=160, target_seconds=0.02, clock=lambda: clock[0])
     assert result.changed == 3000
     # Fast batches double up to the cap; a slow one halves the next.
     assert sizes[:6] == [10, 20, 40, 80, 160, 80]
-    assert max(sizes) == 160
+    assert sizes[6] == 160 and max(sizes) == 160

@@ -189,8 +189,12 @@ def test_a_broken_webhook_does_not_break_the_evaluation(webhook, settings, only)
     for _ in range(3):
         evaluate_alerts(T0)  # beat is down: the alert is due, the webhook answers 500
     assert AlertState.objects.get(subject="beat").notified == "bad"
+    assert [m["text"].splitlines()[0] for m in Hook.received] == ["*[billing] PROBLEM beat*"]
     settings.MONITORING_WEBHOOK_URL = "http://127.0.0.1:1/closed"
+    AlertState.objects.all().delete()  # the alert is due again, to a closed port
+    evaluate_alerts(T0)  # a closed port: logged, never raised
     evaluate_alerts(T0)
+    assert AlertState.objects.get(subject="beat").notified == "bad"  # decided and recorded
 
 
 def test_dead_letters_notify_once_per_task_name(webhook, settings, only):
