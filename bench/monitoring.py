@@ -37,12 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, configure, pct, start_django  # noqa: E402
 
 configure(HEALTH_TOKEN="bench-token")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.support.processes import free_port  # noqa: E402  (ROOT is on the path now)
 
 
 def part_recording(tasks, log_dir):
@@ -53,15 +48,15 @@ def part_recording(tasks, log_dir):
     from django_celery_results.models import TaskResult
 
     from scheduling.beat import Dispatch
-    from tests.e2e.probe import noop
-    from tests.e2e.processes import wait_for_ping, worker
+    from tests.support.probe import noop
+    from tests.support.processes import wait_for_ping, worker
 
     every, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
     job, _ = PeriodicTask.objects.get_or_create(
         name="bench-noop", defaults={"task": "tests.noop", "interval": every, "enabled": False})
     env = {**os.environ, "LOG_LEVEL": "warning"}
     hostname = f"bench-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    service = worker(env, log_dir, hostname, app="tests.e2e.probe", concurrency=2).start()
+    service = worker(env, log_dir, hostname, app="tests.support.probe", concurrency=2).start()
     try:
         wait_for_ping(env, hostname)
         results = {"plain": [], "recorded": []}

@@ -109,12 +109,12 @@ def part_tick_and_reload(tasks, ticks):
 
 class Processes:
     def __init__(self, log_dir):
-        from tests.e2e.processes import beat, wait_for_ping, worker
+        from tests.support.processes import beat, wait_for_ping, worker
 
         self.env = {**os.environ, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
         hostname = f"bench-{os.getpid()}@{socket.gethostname()}"
         self.services = [
-            worker(self.env, log_dir, hostname, app="tests.e2e.probe", concurrency=4).start(),
+            worker(self.env, log_dir, hostname, app="tests.support.probe", concurrency=4).start(),
             beat(self.env, log_dir).start(),
         ]
         wait_for_ping(self.env, hostname)
@@ -127,7 +127,7 @@ class Processes:
 def probe_runs():
     from django.conf import settings
 
-    from tests.e2e.probe import runs
+    from tests.support.probe import runs
 
     return runs(settings.CELERY_BROKER_URL)
 
@@ -159,7 +159,7 @@ def part_change(trials, log_dir):
     from django.test import Client
     from django_celery_beat.models import PeriodicTask
 
-    from tests.e2e.scenario import change_form_data
+    from tests.support.scenario import change_form_data
 
     reset()
     make_tasks(1, 1, "change", task="tests.probe")

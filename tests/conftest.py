@@ -38,6 +38,14 @@ def view_only_client(client, db):
 
 
 @pytest.fixture
+def only(db):
+    """Leave only the periodic tasks a test creates (the seeded defaults would dispatch too)."""
+    from django_celery_beat.models import PeriodicTask
+
+    PeriodicTask.objects.all().delete()
+
+
+@pytest.fixture
 def broker():
     """The test broker (Redis DB 15), empty before and after the test."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)

@@ -30,11 +30,6 @@ def at(seconds):
     return T0 + dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def only(db):
-    PeriodicTask.objects.all().delete()
-
-
 def job(name="every-10s", seconds=10, anchor=T0):
     every, _ = IntervalSchedule.objects.get_or_create(every=seconds, period="seconds")
     task = PeriodicTask.objects.create(name=name, task="scheduling.expire_coupons",

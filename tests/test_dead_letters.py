@@ -17,13 +17,10 @@ from deadletters import services
 from deadletters.capture import redact
 from deadletters.models import DeadLetter, Delivery
 from deadletters.tasks import prune_dead_letters
+from tests.support.broker import sent_messages
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 CHANGELIST = "/admin/deadletters/deadletter/"
-
-
-def sent(broker):
-    return [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
 
 
 def letter(task_id="t-1", task="scheduling.flag_expiring_cards", **fields):
@@ -55,7 +52,7 @@ def test_view_only_staff_see_no_actions_and_a_forged_post_changes_nothing(client
     for action in ("requeue", "ignore"):
         act(viewer, action, row, confirm="yes", reason="forged")
     row.refresh_from_db()
-    assert row.status == "pending" and not sent(broker)
+    assert row.status == "pending" and not sent_messages(broker)
 
 
 def test_each_action_needs_its_own_permission(client):
@@ -90,7 +87,7 @@ def test_requeue_sends_once_after_commit_and_records_history(
     assert response.status_code == 302
     row.refresh_from_db()
     assert (row.status, row.resolved_by) == ("requeued", superuser)
-    (message,) = sent(broker)
+    (message,) = sent_messages(broker)
     assert message["headers"]["id"] == row.requeued_task_id
     assert message["headers"]["task"] == "scheduling.flag_expiring_cards"
     assert message["headers"]["requeued_from"] == str(row.pk)
@@ -113,7 +110,7 @@ def test_requeue_refuses_unknown_tasks_and_unreplayable_rows_and_keeps_them_pend
     assert "no worker knows the task &#x27;scheduling.renamed_long_ago&#x27;" in text
     assert "not replayable: sensitive values were redacted" in text
     assert set(DeadLetter.objects.values_list("status", flat=True)) == {"pending"}
-    assert not sent(broker)
+    assert not sent_messages(broker)
 
 
 def test_two_admins_requeue_at_once_only_one_sends(superuser, broker,
@@ -124,7 +121,7 @@ def test_two_admins_requeue_at_once_only_one_sends(superuser, broker,
         a = services.requeue([first], by=superuser)
         b = services.requeue([second], by=superuser)
     assert (len(a.requeued), len(b.requeued), len(b.already)) == (1, 0, 1)
-    assert len(sent(broker)) == 1
+    assert len(sent_messages(broker)) == 1
 
 
 def test_ignore_asks_for_a_reason_then_records_it(client):

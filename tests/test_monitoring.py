@@ -24,11 +24,6 @@ pytestmark = pytest.mark.django_db
 T0 = dt.datetime(2026, 3, 28, 12, 0, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def only(db):
-    PeriodicTask.objects.all().delete()
-
-
 def job(name="every-minute", task="scheduling.expire_coupons", anchor=T0, **schedule):
     if not schedule:
         schedule["crontab"] = CrontabSchedule.objects.create(minute="*", timezone="UTC")

@@ -9,7 +9,7 @@ from django.test import override_settings
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from scheduling.beat import Dispatch, JobPolicy, ScheduleChange
-from tests.e2e.scenario import change_form_data
+from tests.support.scenario import change_form_data
 
 pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/django_celery_beat/periodictask/"

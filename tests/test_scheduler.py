@@ -2,7 +2,6 @@
 lease, ledger, catch-up and overlap policies, change detection, heartbeat, resend."""
 
 import datetime as dt
-import json
 
 import pytest
 from django.conf import settings
@@ -18,6 +17,7 @@ from scheduling.beat import (
     LeasedScheduler,
     ScheduleVersion,
 )
+from tests.support.broker import sent_messages
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker")]
 
@@ -38,12 +38,6 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
-
-
-@pytest.fixture
-def only(db):
-    """Leave only the jobs a test creates (the seeded defaults would dispatch too)."""
-    PeriodicTask.objects.all().delete()
 
 
 def interval_job(name, seconds, *, anchor=START, **fields):
@@ -67,10 +61,6 @@ def beat(clock, name):
 
 def rows(task, **filters):
     return list(Dispatch.objects.filter(periodic_task=task, **filters).order_by("slot"))
-
-
-def sent_messages(broker):
-    return [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
 
 
 def test_two_schedulers_over_720_ticks_with_failovers_send_each_slot_once(clock, only, broker):

@@ -52,7 +52,7 @@ def test_seed_recreates_a_missing_schedule_and_tells_the_running_beat():
 def test_admin_edit_survives_reseed_and_restore_puts_the_default_back(admin_client):
     task = PeriodicTask.objects.get(name="flag-expiring-cards")
     url = f"/admin/django_celery_beat/periodictask/{task.pk}/change/"
-    from tests.e2e.scenario import change_form_data
+    from tests.support.scenario import change_form_data
 
     data = change_form_data(admin_client.get(url).context)
     data["kwargs"] = '{"within_days": 60}'

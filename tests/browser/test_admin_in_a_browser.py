@@ -17,8 +17,8 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from deadletters.models import DeadLetter
 from monitoring.models import JobMonitor
-from tests.e2e.processes import ROOT, beat, eventually, wait_for_ping, worker
-from tests.e2e.test_beat_worker import InProcess
+from tests.support.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"

@@ -2,7 +2,7 @@
 a standby takes over when the leader is killed (within TTL + one tick) or stopped (at once), and a
 beat killed right after a dispatch and restarted does not send that slot again.
 
-Runs are counted by effect: the probe task (tests/e2e/probe.py) appends each execution to Redis.
+Runs are counted by effect: the probe task (tests/support/probe.py) appends each execution to Redis.
 """
 
 import datetime as dt
@@ -17,9 +17,9 @@ import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scheduling.beat import BeatHeartbeat, BeatLease, Dispatch
-from tests.e2e import probe
-from tests.e2e.processes import beat, eventually, wait_for_ping, worker
-from tests.e2e.test_beat_worker import InProcess
+from tests.support import probe
+from tests.support.processes import beat, eventually, wait_for_ping, worker
+from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 TTL = 5
@@ -41,7 +41,8 @@ def env(tmp_path):
 def services(env, tmp_path):
     started = []
     hostname = f"probe-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    started.append(worker(env, tmp_path, hostname, app="tests.e2e.probe", concurrency=4).start())
+    started.append(
+        worker(env, tmp_path, hostname, app="tests.support.probe", concurrency=4).start())
     wait_for_ping(env, hostname)
     yield started
     for service in started:

@@ -12,36 +12,12 @@ import sys
 import uuid
 
 import pytest
-import redis
-from django.db import connection
 
-from tests.e2e import scenario
-from tests.e2e.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.support import scenario
+from tests.support.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-
-def postgres_url() -> str:
-    s = connection.settings_dict
-    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-class InProcess:
-    """Scenario steps run here, on pytest-django's PostgreSQL test database."""
-
-    def __init__(self, tmp_path):
-        broker = os.environ["CELERY_BROKER_URL"]
-        redis.Redis.from_url(broker).flushdb()
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": postgres_url(),
-            "CELERY_BROKER_URL": broker,
-            "LOG_FORMAT": "json",
-        }
-
-    def __call__(self, step, **kwargs):
-        return json.loads(json.dumps(getattr(scenario, step)(**kwargs)))
 
 
 class Embedded:
@@ -64,7 +40,7 @@ class Embedded:
 
     def __call__(self, step, **kwargs):
         done = subprocess.run(
-            [sys.executable, "-m", "tests.e2e.scenario", step, json.dumps(kwargs)],
+            [sys.executable, "-m", "tests.support.scenario", step, json.dumps(kwargs)],
             cwd=ROOT,
             env=self.env,
             capture_output=True,

@@ -14,9 +14,9 @@ import pytest
 from django_celery_results.models import TaskResult
 
 from project.celery import app
-from tests.e2e import probe
-from tests.e2e.processes import OwnRedis, eventually, wait_for_ping, worker
-from tests.e2e.test_beat_worker import InProcess
+from tests.support import probe
+from tests.support.processes import OwnRedis, eventually, wait_for_ping, worker
+from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -29,7 +29,7 @@ def test_worker_with_a_task_in_flight_survives_a_redis_restart(tmp_path):
         "CELERY_TASK_TIME_LIMIT": "20", "CELERY_VISIBILITY_TIMEOUT": "30",
     }
     hostname = f"restart-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    service = worker(env, tmp_path, hostname, app="tests.e2e.probe", concurrency=2).start()
+    service = worker(env, tmp_path, hostname, app="tests.support.probe", concurrency=2).start()
     try:
         wait_for_ping(env, hostname)
         marker = tmp_path / "slow-started"

@@ -6,7 +6,6 @@ dispatched and executed. If a command in the file is wrong, this fails."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from scheduling.beat import Dispatch
-from tests.e2e.processes import ROOT, Service, eventually
+from tests.support.processes import ROOT, Service, eventually, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -62,12 +61,6 @@ def test_topology():
     assert "--basic-auth" in command_text(services["flower"])
     assert "--appendonly" in command_text(services["redis"])
     assert any("postgres-data" in v for v in services["postgres"]["volumes"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def resolved(tmp_path: Path, env: dict) -> dict:

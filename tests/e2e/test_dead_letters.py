@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from deadletters.models import DeadLetter
-from tests.e2e import probe
-from tests.e2e.processes import eventually, wait_for_ping, worker
-from tests.e2e.test_beat_worker import InProcess
+from tests.support import probe
+from tests.support.processes import eventually, wait_for_ping, worker
+from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 RUNS = 3  # each failure, several times
@@ -27,7 +27,7 @@ def env(tmp_path):
 @pytest.fixture
 def running_worker(env, tmp_path):
     hostname = f"dl-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    service = worker(env, tmp_path, hostname, app="tests.e2e.probe", concurrency=2).start()
+    service = worker(env, tmp_path, hostname, app="tests.support.probe", concurrency=2).start()
     wait_for_ping(env, hostname)
     yield service
     assert service.stop() == 0, service.log_tail()

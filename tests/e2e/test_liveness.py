@@ -13,8 +13,8 @@ import pytest
 from django.test import Client, override_settings
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from tests.e2e.processes import ROOT, beat, eventually, wait_for_ping, worker
-from tests.e2e.test_beat_worker import InProcess
+from tests.support.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 TICK = 1
@@ -55,7 +55,7 @@ def test_beat_killed_or_hung_turns_everything_red_and_restart_green(tmp_path):
     PeriodicTask.objects.create(name="probe-1s", task="tests.probe", interval=every)
     env = InProcess(tmp_path).env | {"SCHEDULING_BEAT_TICK": str(TICK)}
     hostname = f"live-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    services = [worker(env, tmp_path, hostname, app="tests.e2e.probe").start()]
+    services = [worker(env, tmp_path, hostname, app="tests.support.probe").start()]
     web = Client()
     try:
         wait_for_ping(env, hostname)

@@ -36,7 +36,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from deadletters.models import DeadLetter
 from scheduling.beat import BeatHeartbeat, BeatLease, Dispatch
 from scheduling.billing.models import Coupon
-from tests.e2e.processes import (
+from tests.support.processes import (
     ROOT,
     OwnRedis,
     Service,
@@ -45,7 +45,7 @@ from tests.e2e.processes import (
     wait_for_ping,
     worker,
 )
-from tests.e2e.test_beat_worker import postgres_url
+from tests.support.steps import postgres_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.django_db(transaction=True)]
 MINUTES = float(os.environ.get("FAULTS_MINUTES", "0"))  # 0: one cycle (make test)
@@ -72,7 +72,7 @@ class Cluster:
 
     def start_worker(self, name):
         hostname = f"{name}-{uuid.uuid4().hex[:4]}@{socket.gethostname()}"
-        service = worker(self.env, self.tmp, hostname, app="tests.e2e.probe", concurrency=2)
+        service = worker(self.env, self.tmp, hostname, app="tests.support.probe", concurrency=2)
         service.name = f"worker {name}"
         self.workers[name] = (service.start(), hostname)
         wait_for_ping(self.env, hostname, timeout=90)

@@ -1,7 +1,7 @@
 """The project's Celery app plus a probe task for end-to-end tests: each run appends what it was
 (periodic task name, slot header, task id) to a Redis list, so tests count runs by effect.
 
-Started as ``celery -A tests.e2e.probe worker``; beat sends ``tests.probe`` by name.
+Started as ``celery -A tests.support.probe worker``; beat sends ``tests.probe`` by name.
 """
 
 import json

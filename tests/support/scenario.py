@@ -2,7 +2,7 @@
 
 The PostgreSQL test calls these in its own process (on pytest-django's test database). The
 embedded test runs them in a subprocess on the SQLite file, as
-``python -m tests.e2e.scenario STEP '{"kwarg": ...}'``, which prints the step's JSON result.
+``python -m tests.support.scenario STEP '{"kwarg": ...}'``, which prints the step's JSON result.
 """
 
 import json
