@@ -1,7 +1,8 @@
 """Monitoring's own state: per-job thresholds (grace, max runtime) and alert state.
 
-Run records are the dispatch ledger (``scheduling.Dispatch``): beat writes a row per slot before
-sending, the worker moves it to started and succeeded/failed with what the job returned.
+What ran and when is the ledger (``scheduling.beat.Dispatch``): beat writes a row per slot before
+sending, the worker moves it from sent to succeeded/failed with what the job returned (whether a
+run has started is read from django-celery-results).
 """
 
 from django.conf import settings

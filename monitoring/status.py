@@ -1,5 +1,5 @@
 """The status of every periodic job at a given ``now``, derived from its live django-celery-beat
-row and the dispatch ledger; and the state of the beats.
+row and the ledger; and the state of the beats.
 
 Statuses, in order of precedence:
 ``paused`` (disabled) · ``late`` (a due slot plus grace passed and beat handled nothing: the

@@ -2,17 +2,9 @@
 engine's state, each defined in its own room (app label ``scheduling`` for both; table names and
 migrations are unchanged by the move)."""
 
-from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
-from scheduling.engine.models import (
-    BeatHeartbeat,
-    BeatLease,
-    Dispatch,
-    JobPolicy,
-    ScheduleChange,
-    ScheduleVersion,
-)
+from scheduling.billing.models import *  # noqa: F403
+from scheduling.billing.models import __all__ as _billing
+from scheduling.engine.models import *  # noqa: F403
+from scheduling.engine.models import __all__ as _engine
 
-__all__ = [
-    "BeatHeartbeat", "BeatLease", "CheckoutSession", "Coupon", "Dispatch", "JobPolicy",
-    "PaymentCard", "ScheduleChange", "ScheduleVersion",
-]
+__all__ = [*_billing, *_engine]

@@ -13,6 +13,8 @@ from django.utils import timezone
 from scheduling.billing.batching import BatchResult, run_in_batches
 from scheduling.billing.timeutils import card_valid_until, days_ago, last_expiring_month
 
+__all__ = ["CheckoutSession", "Coupon", "PaymentCard"]
+
 
 class CouponQuerySet(models.QuerySet):
     def due(self, *, now: datetime):

@@ -16,6 +16,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+__all__ = ["BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "ScheduleChange",
+           "ScheduleVersion"]
+
 
 class BeatLease(models.Model):
     """The single leader lease: only its holder dispatches.

@@ -1,7 +1,7 @@
 """Nominal run times ("slots") of a schedule, computed the same way by every beat.
 
 A slot is the instant a run was *due*, not when it was sent. Two beats that agree on the last slot
-of a job agree on the next one, which is what lets the dispatch ledger's unique (job, slot)
+of a job agree on the next one, which is what lets the ledger's unique (job, slot)
 constraint fence a duplicate send.
 
 Crontab slots are computed here rather than with ``crontab.remaining_delta`` so the daylight-saving

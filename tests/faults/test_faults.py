@@ -209,7 +209,8 @@ def test_nothing_lost_or_doubled_under_faults(tmp_path, capsys):
         # A raw pickle message is refused, not run.
         refused_id = str(uuid.uuid4())
         publish_pickle(cluster.redis.url, refused_id)
-        time.sleep(3)
+        eventually(lambda: still_queued(cluster.redis.url, refused_id), lambda held: not held,
+                   60, "a worker to take and refuse the pickle message", cluster.services())
         assert not [r for r in runs(cluster.redis.url) if r["id"] == refused_id]
         # Reconnected on their own: both beats tick, both workers answer.
         fresh = timezone.now() - dt.timedelta(seconds=5)
@@ -296,6 +297,14 @@ def publish_pickle(url: str, task_id: str):
                        "priority": 0},
     }
     redis.Redis.from_url(url).lpush("celery", json.dumps(message))
+
+
+def still_queued(url: str, task_id: str) -> bool:
+    """Whether the message ``task_id`` waits in the queue or is held unacknowledged by a worker
+    (kombu's Redis transport keeps delivered, unacked messages in the ``unacked`` hash)."""
+    client = redis.Redis.from_url(url)
+    held = client.lrange("celery", 0, -1) + list(client.hvals("unacked"))
+    return any(task_id.encode() in raw for raw in held)
 
 
 def runs(url: str) -> list[dict]:
