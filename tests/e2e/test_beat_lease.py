@@ -139,11 +139,12 @@ def test_standby_takes_over_after_sigkill_and_at_once_after_sigterm(env, service
         lambda: BeatHeartbeat.objects.filter(pid=third.proc.pid, stopped_at=None).exists(),
         bool, 20, "a new standby", services,
     )
+    standby_pid = standby.proc.pid
     standby.proc.send_signal(signal.SIGTERM)
     took_over = eventually(lambda: first_by(third), bool, 60, "the new standby to take over",
                            services).dispatched_at
     assert standby.stop() == 0
-    released = BeatHeartbeat.objects.get(pid=standby.proc.pid).stopped_at  # lease given back
+    released = BeatHeartbeat.objects.get(pid=standby_pid).stopped_at  # lease given back
     # The documented bound: a released lease is taken at once, on the standby's next tick.
     assert (took_over - released).total_seconds() <= TICK, took_over - released
     assert_each_slot_ran_once(env, services)
