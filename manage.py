@@ -7,7 +7,10 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    from project.env import configuration_errors_exit
+
+    with configuration_errors_exit():  # one line, not a traceback, for a bad variable
+        execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import os
 from celery import Celery, signals
 
 from project import broker
+from project.env import configuration_errors_exit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 broker.use_for_redis_urls()  # kombu's Redis transport, fixed to survive a Redis restart
@@ -13,6 +14,16 @@ broker.use_for_redis_urls()  # kombu's Redis transport, fixed to survive a Redis
 app = Celery("project", task_cls="deadletters.base:BaseTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_configure.connect
+def _settings_or_one_line(sender, **kwargs):
+    """Load Django's settings when Celery first reads its configuration, so a bad variable stops
+    ``celery worker`` / ``celery beat`` with one line instead of a traceback."""
+    from django.conf import settings
+
+    with configuration_errors_exit():
+        settings.INSTALLED_APPS  # noqa: B018  (evaluates the settings module)
 
 
 @signals.setup_logging.connect

@@ -5,8 +5,14 @@ typo in a deployment fails at start-up with one clear line instead of running ha
 """
 
 import os
+import sys
+from contextlib import contextmanager
 
 from django.core.exceptions import ImproperlyConfigured
+
+#: Exit status of a process stopped by a configuration error (gunicorn's "worker failed to boot"
+#: status, so its arbiter stops instead of restarting the worker in a loop).
+CONFIG_EXIT = 3
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -55,3 +61,16 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
             f"{name}={value!r} is not one of: {', '.join(sorted(choices))}."
         )
     return value
+
+
+@contextmanager
+def configuration_errors_exit():
+    """A configuration error (``ImproperlyConfigured``, raised by the settings with the variable
+    and what it expected) stops the process with that one line on stderr and exit status
+    ``CONFIG_EXIT``, not a traceback. Used by ``manage.py``, the Celery app and the WSGI entry."""
+    try:
+        yield
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(CONFIG_EXIT) from None

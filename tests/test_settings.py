@@ -108,3 +108,35 @@ def test_check_deploy_is_clean_for_production_settings(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["manage.py", "check"],
+        ["manage.py", "check_scheduler_liveness"],
+        ["-m", "celery", "-A", "project", "worker", "--pool", "solo"],
+        ["-m", "celery", "-A", "project", "beat"],
+        ["-c", "import project.wsgi"],
+    ],
+    ids=["manage-check", "manage-liveness", "celery-worker", "celery-beat", "wsgi"],
+)
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DJANGO_DEBUG": "0"}, "error: DJANGO_SECRET_KEY is required when DJANGO_DEBUG is off"),
+        ({"DJANGO_DEBUG": "1", "DATABASE_URL": "mysql://u@h/db"},
+         "error: DATABASE_URL selects"),
+    ],
+    ids=["no-secret-key", "bad-database-url"],
+)
+def test_every_entry_point_reports_a_configuration_error_in_one_line(argv, env, message,
+                                                                      tmp_path):
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_URL"))}
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+                          env=clean | {"VAR_DIR": str(tmp_path), **env}, timeout=120)
+    assert done.returncode == 3, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
