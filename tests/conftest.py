@@ -1,3 +1,8 @@
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import redis
 from django.conf import settings
@@ -15,6 +20,26 @@ def pytest_sessionstart(session):
             "and CELERY_BROKER_URL=redis://...",
             returncode=2,
         )
+    collect_static()
+
+
+def collect_static():
+    """Production settings serve collected, hashed static files (as the image does after its
+    build step): collect them once into a folder of this run, for this process and the
+    processes the tests start (they inherit ``DJANGO_STATIC_ROOT``)."""
+    from django.core.management import call_command
+
+    root = Path(tempfile.mkdtemp(prefix="billing-static-"))
+    os.environ["DJANGO_STATIC_ROOT"] = str(root)
+    settings.STATIC_ROOT = str(root)
+    call_command("collectstatic", interactive=False, verbosity=0)
+    return root
+
+
+def pytest_sessionfinish(session, exitstatus):
+    root = os.environ.get("DJANGO_STATIC_ROOT", "")
+    if Path(root).name.startswith("billing-static-"):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The billing rows and the schedules in the Django admin."""
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -60,3 +61,23 @@ def test_card_number_is_never_more_than_last_four(last4):
     with pytest.raises((IntegrityError, DataError)), transaction.atomic():
         PaymentCard.objects.create(customer_email="a@example.com", brand="visa",
                                    last4=last4, exp_month=1, exp_year=2027)
+
+
+def stylesheets(html: str) -> list[str]:
+    return re.findall(r'<link rel="stylesheet" href="([^"]+)"', html)
+
+
+def test_the_admin_is_styled_with_production_settings(client):
+    """DEBUG off, as in production: every stylesheet the login page links is served (WhiteNoise,
+    hashed names from the collected manifest), with the right type and a long cache lifetime."""
+    page = client.get("/admin/login/")
+    assert page.status_code == 200
+    links = stylesheets(page.content.decode())
+    hashed = r"/static/admin/css/base\.[0-9a-f]{12}\.css"
+    assert any(re.fullmatch(hashed, link) for link in links), links
+    for link in links:
+        response = client.get(link)
+        assert response.status_code == 200, link
+        assert response["Content-Type"].startswith("text/css"), link
+        assert "max-age=315360000" in response["Cache-Control"], link  # hashed: immutable
+        assert b"{" in b"".join(response.streaming_content)

@@ -3,6 +3,7 @@ Compose specification (Debian's docker-compose, `config`), and then every servic
 and healthcheck run here against the local PostgreSQL and Redis until scheduled jobs are
 dispatched and executed. If a command in the file is wrong, this fails."""
 
+import http.client
 import os
 import re
 import shutil
@@ -114,8 +115,21 @@ def healthcheck(service: dict, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
+def fetch(port: int, path: str) -> tuple[int, str, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        # gunicorn runs with production settings: HTTPS is assumed behind a proxy.
+        connection.request("GET", path, headers={"Host": "localhost",
+                                                 "X-Forwarded-Proto": "https"})
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read().decode()
+    finally:
+        connection.close()
+
+
 def test_every_service_runs_its_own_command_passes_its_healthcheck_and_jobs_run(tmp_path):
-    config = resolved(tmp_path, compose_env())
+    env_in = compose_env()
+    config = resolved(tmp_path, env_in)
     services = config["services"]
     assert set(services) == {"postgres", "redis", "migrate", "web", "worker", "beat", "flower"}
 
@@ -125,6 +139,13 @@ def test_every_service_runs_its_own_command_passes_its_healthcheck_and_jobs_run(
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "kept" in done.stdout or "created" in done.stdout  # seed_schedules ran
+
+    # The image's build step (Dockerfile: collectstatic with build-time settings only).
+    build = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"], cwd=ROOT,
+        env=service_env(services["web"], tmp_path) | {"DJANGO_SECRET_KEY": "build-only"},
+        capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stdout + build.stderr
 
     started = {}
     try:
@@ -137,6 +158,15 @@ def test_every_service_runs_its_own_command_passes_its_healthcheck_and_jobs_run(
             eventually(lambda s=services[name], e=env: healthcheck(s, e).returncode,
                        lambda code: code == 0, 90, f"{name}'s own healthcheck to pass",
                        [service])
+        # The web command serves a styled admin: every stylesheet its login page links.
+        port = int(env_in["WEB_PORT"])
+        status, _, login = fetch(port, "/admin/login/")
+        assert status == 200, login[:2000]
+        links = re.findall(r'<link rel="stylesheet" href="([^"]+)"', login)
+        assert any("/static/admin/css/base." in link for link in links), links
+        for link in links:
+            status, content_type, _ = fetch(port, link)
+            assert (status, content_type.split(";")[0]) == (200, "text/css"), link
         # The scheduled jobs are dispatched by that beat and executed by that worker.
         eventually(
             lambda: list(Dispatch.objects.filter(kind="scheduled", state="succeeded")
