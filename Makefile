@@ -24,9 +24,17 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "uv==0.13.9"
 
+# The local environment file: .env.example with every value commented out (the built-in
+# defaults: the embedded database and broker) except debug on and console logs. Created once;
+# edit it to point at PostgreSQL / Redis. Every manage.py / celery command in a plain shell reads it.
+.env:
+	sed -E -e 's/^([A-Z][A-Z0-9_]*=)/# \1/' -e 's/^# DJANGO_DEBUG=.*/DJANGO_DEBUG=1/' \
+	  -e 's/^# LOG_FORMAT=.*/LOG_FORMAT=console/' .env.example > $@
+	@echo "created .env from .env.example with the local defaults (debug on, embedded database and broker under var/); edit it to change them"
+
 run: export DJANGO_DEBUG ?= 1
 run: export LOG_FORMAT ?= console
-run: install
+run: .env install
 	$(MANAGE) migrate --noinput
 	$(MANAGE) seed_schedules
 	$(MANAGE) seed_demo_data --if-empty
@@ -38,6 +46,7 @@ test: export CELERY_BROKER_URL = $(TEST_REDIS_URL)
 test: export DJANGO_DEBUG = 0
 test: export DJANGO_SECRET_KEY = test-only-secret-key-not-used-anywhere-else-0123456789
 test: export DJANGO_SECURE_SSL_REDIRECT = 0
+test: export DJANGO_ENV_FILE =
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -47,6 +56,7 @@ chaos: export CELERY_BROKER_URL = $(TEST_REDIS_URL)
 chaos: export DJANGO_DEBUG = 0
 chaos: export DJANGO_SECRET_KEY = test-only-secret-key-not-used-anywhere-else-0123456789
 chaos: export DJANGO_SECURE_SSL_REDIRECT = 0
+chaos: export DJANGO_ENV_FILE =
 chaos: export FAULTS_MINUTES ?= 10
 chaos: install
 	$(VENV)/bin/pytest tests/faults -s $(PYTEST_ARGS)
@@ -59,6 +69,7 @@ lint: install
 BENCHES := bench bench-scheduler bench-deadletters bench-monitoring
 $(BENCHES): export DATABASE_URL = $(BENCH_DATABASE_URL)
 $(BENCHES): export DJANGO_DEBUG = 0
+$(BENCHES): export DJANGO_ENV_FILE =
 $(BENCHES): export DJANGO_SECRET_KEY = bench-only-secret-key-not-used-anywhere-else-0123456789
 bench-deadletters: export LOG_LEVEL = error
 bench-monitoring: export LOG_LEVEL = warning

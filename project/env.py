@@ -1,4 +1,4 @@
-"""Read settings from the environment, rejecting bad values loudly.
+"""Read settings from the environment (and a local ``.env`` file), rejecting bad values loudly.
 
 Every helper raises ``ImproperlyConfigured`` naming the variable and what it expected, so a
 typo in a deployment fails at start-up with one clear line instead of running half-configured.
@@ -7,7 +7,9 @@ typo in a deployment fails at start-up with one clear line instead of running ha
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
+import dotenv
 from django.core.exceptions import ImproperlyConfigured
 
 #: Exit status of a process stopped by a configuration error (gunicorn's "worker failed to boot"
@@ -16,6 +18,22 @@ CONFIG_EXIT = 3
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+def load_env_file(base_dir: Path) -> Path | None:
+    """Read ``DJANGO_ENV_FILE`` (default: ``.env`` at the project root, if present) into the
+    environment; variables already set win. An empty ``DJANGO_ENV_FILE`` reads nothing (the test
+    suite sets it so a developer's ``.env`` never leaks in). Returns the file read, if any."""
+    named = os.environ.get("DJANGO_ENV_FILE")
+    if named == "":
+        return None
+    path = Path(named) if named else base_dir / ".env"
+    if not path.is_file():
+        if named:
+            raise ImproperlyConfigured(f"DJANGO_ENV_FILE={named!r} is not a readable file.")
+        return None
+    dotenv.load_dotenv(path, override=False)
+    return path
 
 
 def env_str(name: str, default: str = "") -> str:

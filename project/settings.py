@@ -1,4 +1,5 @@
-"""Django settings, all from the environment (see ``.env.example`` for every variable).
+"""Django settings, all from the environment (see ``.env.example`` for every variable); a ``.env``
+file at the project root is read first if present (real environment variables win).
 
 With neither ``DATABASE_URL`` nor ``CELERY_BROKER_URL`` set, the project runs on an embedded
 default that needs no server: a SQLite file and kombu's filesystem broker under ``var/``.
@@ -10,9 +11,10 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_choice, env_int, env_list, env_str
+from project.env import env_bool, env_choice, env_int, env_list, env_str, load_env_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+ENV_FILE = load_env_file(BASE_DIR)  # `make run` writes .env with the local defaults
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var").resolve()
 
 DEBUG = env_bool("DJANGO_DEBUG", False)

@@ -10,6 +10,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connection
 
+# Processes the tests start never read a developer's .env (make test sets this too).
+os.environ.setdefault("DJANGO_ENV_FILE", "")
+
 
 def pytest_sessionstart(session):
     # The suite is about PostgreSQL behaviour (batches, locks, constraints): refuse to pass

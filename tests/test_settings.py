@@ -1,6 +1,7 @@
 """Settings come from the environment and reject bad values with a clear ImproperlyConfigured."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ PROBE = (
 def run(code, tmp_path, **env):
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_URL"))}
-    clean.update(DJANGO_SETTINGS_MODULE="project.settings", VAR_DIR=str(tmp_path), **env)
+    clean.update({"DJANGO_SETTINGS_MODULE": "project.settings", "VAR_DIR": str(tmp_path),
+                  "DJANGO_ENV_FILE": "", **env})
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean,
                           capture_output=True, text=True)
 
@@ -135,8 +137,49 @@ def test_every_entry_point_reports_a_configuration_error_in_one_line(argv, env, 
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DJANGO_", "CELERY_", "DATABASE_URL"))}
     done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
-                          env=clean | {"VAR_DIR": str(tmp_path), **env}, timeout=120)
+                          env=clean | {"VAR_DIR": str(tmp_path), "DJANGO_ENV_FILE": "", **env},
+                          timeout=120)
     assert done.returncode == 3, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_local_env_file_is_read_and_real_variables_win(tmp_path):
+    env_file = tmp_path / "local.env"
+    env_file.write_text("# comments and blank lines are fine\n\nDJANGO_DEBUG=1\n"
+                        "SCHEDULING_BEAT_TICK=7\nSCHEDULING_CATCH_UP_WINDOW=99\n")
+    done = run("import django; django.setup(); from django.conf import settings as s; "
+               "print(s.DEBUG, s.SCHEDULING_BEAT_TICK, s.SCHEDULING_CATCH_UP_WINDOW, s.ENV_FILE)",
+               tmp_path, DJANGO_ENV_FILE=str(env_file), SCHEDULING_CATCH_UP_WINDOW="5")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "7", "5", str(env_file)]
+
+
+def test_a_named_env_file_that_does_not_exist_is_a_one_line_error(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "DJANGO_ENV_FILE": str(tmp_path / "missing.env")}, timeout=60)
+    assert done.returncode == 3
+    missing = str(tmp_path / "missing.env")
+    assert done.stderr.strip() == f"error: DJANGO_ENV_FILE={missing!r} is not a readable file."
+
+
+def test_make_run_writes_a_local_env_file_with_the_local_defaults(tmp_path):
+    """`make .env` (the first step of `make run`), then a plain shell's manage.py reads it: debug
+    on and the embedded database, with no variable set by hand."""
+    for name in ("Makefile", ".env.example"):
+        shutil.copy(ROOT / name, tmp_path)
+    made = subprocess.run(["make", "--no-print-directory", ".env"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert "created .env from .env.example" in made.stdout
+    assert subprocess.run(["make", "-q", ".env"], cwd=tmp_path).returncode == 0  # made once
+    set_lines = [line for line in (tmp_path / ".env").read_text().splitlines()
+                 if line and not line.startswith("#")]
+    assert set_lines == ["DJANGO_DEBUG=1", "LOG_FORMAT=console"]
+    done = run("import django; django.setup(); from django.conf import settings as s; "
+               "print(s.DEBUG, s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL[:13])",
+               tmp_path, DJANGO_ENV_FILE=str(tmp_path / ".env"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "django.db.backends.sqlite3", "filesystem://"]
