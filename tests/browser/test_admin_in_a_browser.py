@@ -17,7 +17,15 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from deadletters.models import DeadLetter
 from monitoring.models import JobMonitor
-from tests.support.processes import ROOT, beat, eventually, wait_for_ping, worker
+from tests.support.processes import (
+    ROOT,
+    Service,
+    beat,
+    eventually,
+    free_port,
+    wait_for_ping,
+    worker,
+)
 from tests.support.steps import InProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -188,3 +196,38 @@ def test_dashboard_shows_a_job_turn_from_ok_to_late_when_beat_stops(page, proces
     assert time.monotonic() - stopped < 20
     assert "not dispatched" in page.locator("tr[data-job='expire-coupons']").inner_text()
     shot(page, "10-dashboard-late")
+
+
+def test_the_admin_is_styled_under_gunicorn_with_production_settings(browser, tmp_path):
+    """The compose file's web command (gunicorn, DEBUG off) serves the admin's CSS and JS itself
+    (WhiteNoise): every static request answers 200 and the page wears the admin's colours."""
+    import urllib.request
+
+    port = free_port()
+    env = InProcess(tmp_path).env | {"DJANGO_DEBUG": "0", "DJANGO_SECURE_SSL_REDIRECT": "0",
+                                     "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
+    web = Service("gunicorn", ["gunicorn", "project.wsgi", "--bind", f"127.0.0.1:{port}"],
+                  env | {"PATH": f"{ROOT / '.venv' / 'bin'}:{env['PATH']}"}, tmp_path).start()
+    try:
+        def live():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=2):
+                    return True
+            except OSError:
+                return False
+
+        eventually(live, bool, 60, "gunicorn to answer", [web])
+        context = browser.new_context(base_url=f"http://127.0.0.1:{port}")
+        page = context.new_page()
+        statics = []
+        page.on("response", lambda r: statics.append((r.url, r.status))
+                if "/static/" in r.url else None)
+        page.goto("/admin/login/")
+        page.wait_for_load_state("networkidle")
+        shot(page, "admin-login-under-gunicorn")
+        assert statics and all(status == 200 for _, status in statics), statics
+        header = page.eval_on_selector("#header", "e => getComputedStyle(e).backgroundColor")
+        assert header not in ("rgba(0, 0, 0, 0)", "transparent"), header  # base.css applied
+        context.close()
+    finally:
+        web.stop()
