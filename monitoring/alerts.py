@@ -1,7 +1,9 @@
 """Alerts: notify on state *changes* only, after ``MONITORING_ALERT_AFTER`` bad evaluations in a
 row (and ``MONITORING_RECOVER_AFTER`` good ones for the recovery), so flapping and retries make no
-noise. Channels: the log (always), email to ``ADMINS``, a Slack-compatible webhook. New dead
-letters are notified aggregated per task name. A failing channel is logged, never raised."""
+noise. Channels: the log (always), email to ``ADMINS``, a Slack-compatible webhook, and every
+Apprise URL in ``MONITORING_NOTIFY_URLS`` (PagerDuty, Opsgenie, Teams, Discord, Telegram, ...).
+New dead letters are notified aggregated per task name. A failing channel is logged (an Apprise
+URL by its scheme only: the rest may hold a secret), never raised."""
 
 from __future__ import annotations
 
@@ -45,7 +47,28 @@ def send(title: str, text: str) -> dict[str, str]:
         except Exception as exc:
             outcome["webhook"] = f"failed: {exc!r}"
             log.error("alert.webhook_failed", error=repr(exc))
+    for url in settings.MONITORING_NOTIFY_URLS:
+        outcome[f"apprise:{scheme(url)}"] = notify_apprise(url, title, text)
     return outcome
+
+
+def scheme(url: str) -> str:
+    """What may be said of an Apprise URL: its scheme (host, path and query can hold secrets)."""
+    return url.partition("://")[0] or "?"
+
+
+def notify_apprise(url: str, title: str, text: str) -> str:
+    import apprise  # about 0.2 s to import: only where an Apprise URL is configured
+
+    notifier = apprise.Apprise()
+    if not notifier.add(url):
+        log.error("alert.apprise_bad_url", scheme=scheme(url))
+        return "failed: not an Apprise URL"
+    # (Apprise's own log lines, which can echo the URL, are silenced in project/logging.py.)
+    if not notifier.notify(title=title, body=text):
+        log.error("alert.apprise_failed", scheme=scheme(url))
+        return "failed"
+    return "sent"
 
 
 def step(subject: str, bad: bool, reason: str, now: dt.datetime) -> str | None:

@@ -61,5 +61,8 @@ def build_logging(*, level: str, fmt: str) -> dict:
             "django.db.backends": {"level": "INFO"},
             "celery": {"level": level},
             "kombu": {"level": "WARNING"},
+            # Apprise's own lines can echo a notification URL (and its secret): never printed;
+            # monitoring.alerts logs each failure by the URL's scheme.
+            "apprise": {"handlers": [], "propagate": False, "level": "CRITICAL"},
         },
     }

@@ -266,6 +266,10 @@ MONITORING_FAILURES = env_int("MONITORING_FAILURES", 1, minimum=1)
 MONITORING_ALERT_AFTER = env_int("MONITORING_ALERT_AFTER", 2, minimum=1)
 MONITORING_RECOVER_AFTER = env_int("MONITORING_RECOVER_AFTER", 2, minimum=1)
 MONITORING_WEBHOOK_URL = env_str("MONITORING_WEBHOOK_URL", "")  # Slack-compatible JSON POST
+# Apprise URLs, comma-separated (pagerduty://, opsgenie://, msteams://, slack://, discord://,
+# tgram://, mailto://, json://, ...): every alert goes to each of them too. Checked by
+# `manage.py check` (monitoring.E001); secrets in them are never logged.
+MONITORING_NOTIFY_URLS = env_list("MONITORING_NOTIFY_URLS", [])
 MONITORING_RUN_RETENTION_DAYS = env_int("MONITORING_RUN_RETENTION_DAYS", 30, minimum=1)
 MONITORING_HEALTH_CACHE = env_int("MONITORING_HEALTH_CACHE", 5, minimum=0)
 # Detail on the health endpoints and /metrics for requests with "Authorization: Bearer <token>".

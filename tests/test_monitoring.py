@@ -14,7 +14,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 from django_celery_results.models import TaskResult
 
 from deadletters.models import DeadLetter
-from monitoring.alerts import evaluate_alerts, step
+from monitoring.alerts import evaluate_alerts, send, step
 from monitoring.models import AlertState, JobMonitor
 from monitoring.status import beat_state, job_status
 from scheduling.beat import BeatHeartbeat, BeatLease, Dispatch, ScheduleVersion
@@ -272,3 +272,46 @@ def test_liveness_command_exit_codes(only, capsys):
     assert run_command("--json", "--max-age", "30") == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["status"] == "ok"
     assert run_command("--max-age", "-1") == 2
+
+
+@pytest.fixture
+def hook_url(webhook):
+    """The local HTTP server as an Apprise json:// URL, with a password standing for a secret."""
+    return webhook.replace("http://", "json://alerts:s3cret-token@")
+
+
+def test_alerts_reach_every_apprise_url_with_the_flip_rules(hook_url, settings):
+    settings.MONITORING_NOTIFY_URLS = [hook_url]
+    flips = [step("job:x", True, "late: nothing dispatched", T0) for _ in range(5)]
+    assert flips.count("down") == 1
+    recovery = [step("job:x", False, "", T0) for _ in range(5)]
+    assert recovery.count("up") == 1
+    assert [(m["title"], m["message"]) for m in Hook.received] == [
+        ("[billing] PROBLEM job:x", "late: nothing dispatched"),
+        ("[billing] RECOVERED job:x", "job:x is ok again."),
+    ]
+
+
+def test_a_failing_apprise_url_is_logged_by_its_scheme_never_its_secret(
+    hook_url, settings, caplog, capfd
+):
+    Hook.status = 500
+    settings.MONITORING_NOTIFY_URLS = [hook_url, "nosuchservice://key@host"]
+    outcome = send("[billing] PROBLEM beat", "no beat is leading")
+    assert outcome["apprise:json"] == "failed"
+    assert outcome["apprise:nosuchservice"] == "failed: not an Apprise URL"
+    assert len(Hook.received) == 1  # it was tried
+    printed = caplog.text + "".join(capfd.readouterr())
+    assert "alert.apprise_failed" in printed and "s3cret-token" not in printed
+    assert "key@host" not in printed
+
+
+def test_a_bad_apprise_url_fails_the_system_check(settings):
+    from monitoring.checks import check_notify_urls
+
+    settings.MONITORING_NOTIFY_URLS = ["json://127.0.0.1/ok", "nosuchservice://key@host"]
+    (error,) = check_notify_urls()
+    assert error.id == "monitoring.E001"
+    assert "entry 2 (scheme 'nosuchservice')" in error.msg and "key@host" not in error.msg
+    settings.MONITORING_NOTIFY_URLS = []
+    assert check_notify_urls() == []
