@@ -11,7 +11,9 @@ RUN uv sync --frozen --no-dev --no-install-project
 FROM python:3.11-slim AS runtime
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH \
     DJANGO_STATIC_ROOT=/app/static VAR_DIR=/app/var
-RUN groupadd --system app && useradd --system --gid app --home-dir /app --shell /usr/sbin/nologin app
+# A fixed uid/gid (10001), so Kubernetes can check runAsNonRoot (deploy/kubernetes/).
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=app:app . .
