@@ -69,6 +69,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # The admin's "no scheduler is running" / "jobs are red" banner.
+                "monitoring.banner.scheduler_banner",
             ],
         },
     },

@@ -9,7 +9,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django.core import mail
 from django.core.management import call_command
+from django.db import OperationalError
 from django.test import Client, override_settings
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
@@ -315,3 +317,50 @@ def test_a_bad_apprise_url_fails_the_system_check(settings):
     assert "entry 2 (scheme 'nosuchservice')" in error.msg and "key@host" not in error.msg
     settings.MONITORING_NOTIFY_URLS = []
     assert check_notify_urls() == []
+
+
+# --- the admin banner ----------------------------------------------------------------------------
+BANNER = "No scheduler is running: these schedules are not being honoured."
+
+
+def alive_beat():
+    now = timezone.now()
+    beat_row("alive", now)
+    BeatLease.objects.update_or_create(name="default", defaults={
+        "holder": "alive", "expires_at": now + minutes(1)})
+
+
+def test_the_admin_shows_a_banner_where_schedules_are_edited_when_no_beat_runs(
+    admin_client, settings
+):
+    settings.MONITORING_HEALTH_CACHE = 0
+    for url in ("/admin/", "/admin/django_celery_beat/periodictask/",
+                f"/admin/django_celery_beat/periodictask/{PeriodicTask.objects.first().pk}/change/"):
+        page = admin_client.get(url)
+        assert page.status_code == 200, url
+        assert BANNER in page.content.decode(), url
+    assert BANNER not in admin_client.get("/admin/scheduling/coupon/").content.decode()
+    alive_beat()
+    assert BANNER not in admin_client.get("/admin/").content.decode()
+
+
+def test_the_banner_names_red_jobs_escaped(admin_client, settings, only):
+    settings.MONITORING_HEALTH_CACHE = 0
+    alive_beat()
+    job('<script>alert("x")</script>', anchor=timezone.now() - minutes(30))  # never dispatched
+    text = admin_client.get("/admin/").content.decode()
+    assert "1 job(s) are not doing their work: &lt;script&gt;alert(&quot;x&quot;)" in text
+    assert '<script>alert("x")' not in text
+
+
+def test_the_banner_never_breaks_the_admin(admin_client, settings, monkeypatch):
+    from monitoring import status
+
+    settings.MONITORING_HEALTH_CACHE = 0
+
+    def unreachable(now, **kwargs):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(status, "beat_state", unreachable)
+    page = admin_client.get("/admin/")
+    assert page.status_code == 200 and BANNER not in page.content.decode()
