@@ -215,12 +215,7 @@ def enabled_jobs(app) -> tuple[list[Job], str]:
 
         rows = [(d.name, d.task, "", "") for d in DEFAULT_SCHEDULES]
         source = source if source != "the database" else "the declared defaults (no rows)"
-    return [Job(name, task, queue or routing_key or route(app, task))
+    from scheduling.beat import queue_for
+
+    return [Job(name, task, queue_for(app, task, queue, routing_key))
             for name, task, queue, routing_key in rows], source
-
-
-def route(app, task: str) -> str:
-    """The queue Celery routes ``task`` to without an explicit queue (task_routes, the task's
-    own queue option, or the default queue)."""
-    queue = app.amqp.router.route({}, task).get("queue")
-    return getattr(queue, "name", None) or app.conf.task_default_queue

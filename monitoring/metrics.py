@@ -13,6 +13,12 @@ from monitoring.status import beat_state, job_statuses
 STATUSES = ("ok", "late", "queued", "running", "slow", "failing", "never_run", "paused")
 
 
+def enabled_jobs() -> int:
+    from django_celery_beat.models import PeriodicTask
+
+    return PeriodicTask.objects.filter(enabled=True).count()
+
+
 def render_metrics() -> tuple[bytes, str]:
     from deadletters.models import DeadLetter
 
@@ -36,6 +42,9 @@ def render_metrics() -> tuple[bytes, str]:
           registry=registry).set(beat.heartbeat_age if beat.heartbeat_age is not None else -1)
     Gauge("billing_beat_leader", "1 when a beat holds a fresh lease.",
           registry=registry).set(1 if beat.leader and beat.ok else 0)
+    Gauge("billing_jobs_unscheduled",
+          "Enabled periodic jobs no process schedules (no beat alive); 0 while one is.",
+          registry=registry).set(0 if beat.ok else enabled_jobs())
     stats = DeadLetter.objects.pending_stats(now=now)
     Gauge("billing_dead_letters_pending", "Pending dead letters.",
           registry=registry).set(stats["pending"])

@@ -274,10 +274,14 @@ MONITORING_WEBHOOK_URL = env_str("MONITORING_WEBHOOK_URL", "")  # Slack-compatib
 MONITORING_NOTIFY_URLS = env_list("MONITORING_NOTIFY_URLS", [])
 MONITORING_RUN_RETENTION_DAYS = env_int("MONITORING_RUN_RETENTION_DAYS", 30, minimum=1)
 MONITORING_HEALTH_CACHE = env_int("MONITORING_HEALTH_CACHE", 5, minimum=0)
+# How often every worker checks that a beat is alive, logging an ERROR while none is (0: never).
+MONITORING_WATCHDOG_SECONDS = env_int("MONITORING_WATCHDOG_SECONDS", 60, minimum=0)
 # Detail on the health endpoints and /metrics for requests with "Authorization: Bearer <token>".
 HEALTH_TOKEN = env_str("HEALTH_TOKEN", "")
 # Pinged by the leading beat every minute when set (an outside dead-man's switch).
 SCHEDULING_DEADMAN_URL = env_str("SCHEDULING_DEADMAN_URL", "")
+# How often the leading beat checks that a live worker consumes every queue it sends to (0: never).
+SCHEDULING_CONSUMER_CHECK_SECONDS = env_int("SCHEDULING_CONSUMER_CHECK_SECONDS", 60, minimum=0)
 # Email alerts go to ADMINS (comma-separated addresses) through the SMTP server below.
 ADMINS = [("", address) for address in env_list("DJANGO_ADMINS", [])]
 SERVER_EMAIL = env_str("DJANGO_SERVER_EMAIL", "billing-scheduler@localhost")

@@ -45,6 +45,14 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Each test starts with an empty cache (health answers, the admin banner, workers seen)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def superuser(db):
     return get_user_model().objects.create_superuser("root", "root@example.invalid", "pw")

@@ -224,6 +224,10 @@ def test_endpoints_public_status_only_detail_with_token_or_staff(admin_client, o
     assert client.get("/metrics").status_code == 401
     metrics = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
     assert metrics.status_code == 200 and b"billing_beat_leader 0.0" in metrics.content
+    assert b"billing_jobs_unscheduled 0.0" in metrics.content  # no jobs: nothing unscheduled
+    job("every-minute")
+    metrics = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert b"billing_jobs_unscheduled 1.0" in metrics.content  # one job, no beat
     from django.conf import settings
 
     for response in (detailed, ready, metrics, admin_client.get("/health/scheduler")):

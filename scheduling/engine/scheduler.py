@@ -31,6 +31,7 @@ from django.db import DatabaseError, InterfaceError, close_old_connections, conn
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 
+from scheduling.engine.consumers import ConsumerWatch
 from scheduling.engine.deadman import DeadmanPing
 from scheduling.engine.dispatch import Dispatcher
 from scheduling.engine.heartbeat import Heartbeat
@@ -63,6 +64,7 @@ class LeasedScheduler(DatabaseScheduler):
         # (after super(): it needs self.app)
         self.dispatcher = Dispatcher(instance=self.instance, app=self.app)
         self.deadman = DeadmanPing(settings.SCHEDULING_DEADMAN_URL)
+        self.consumers = ConsumerWatch(self.app, settings.SCHEDULING_CONSUMER_CHECK_SECONDS)
         self.max_interval = settings.SCHEDULING_BEAT_TICK
 
     # --- django-celery-beat hooks we replace ---------------------------------------------------
@@ -119,10 +121,12 @@ class LeasedScheduler(DatabaseScheduler):
         return self.planner.seconds_to_next(now, idle)
 
     def dispatch(self, now: dt.datetime) -> None:
-        """The leader's step 4: re-send what a dead beat reserved, send what is due, ping."""
+        """The leader's step 4: re-send what a dead beat reserved, send what is due; then (in
+        threads, at most once a minute) ping the dead-man's switch and check the consumers."""
         self.dispatcher.resend_if_due(now, self.producer)
         self.dispatcher.send_due(self.planner, now, self.producer)
         self.deadman.maybe_ping(now)
+        self.consumers.maybe_check(now, [job.model for job in self.planner.jobs.values()])
 
     def drop_connection(self) -> None:
         """Forget the broker connection and producer; the next send opens fresh ones."""
