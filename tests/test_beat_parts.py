@@ -274,3 +274,20 @@ def test_crontab_jobs_are_planned_too(only):
     planner.plan()
     (due,) = planner.pop_due(at(60))
     assert due.decide(at(60), running=False).send == at(60)
+
+
+# --- the leader's consumer check -----------------------------------------------------------------
+def test_consumer_check_waits_one_interval_then_names_unconsumed_queues(only, broker):
+    from scheduling.engine.consumers import ConsumerWatch, queue_for
+
+    reports = job("reports")
+    PeriodicTask.objects.filter(pk=reports.pk).update(queue="reports")
+    reports.refresh_from_db()
+    assert queue_for(app, reports.task, reports.queue, reports.routing_key) == "reports"
+    assert queue_for(app, "scheduling.expire_coupons") == app.conf.task_default_queue
+    watch = ConsumerWatch(app, every=60)
+    assert watch.maybe_check(T0, [reports]) is None  # workers started beside beat need a moment
+    assert watch.maybe_check(at(59), [reports]) is None
+    watch.maybe_check(at(60), [reports]).join(timeout=10)
+    assert watch.check({"reports": ["reports"]}) == {"reports": ["reports"]}  # no worker answers
+    assert ConsumerWatch(app, every=0).maybe_check(at(120), [reports]) is None  # switched off

@@ -29,7 +29,14 @@ class ConsumerWatch:
         self.checked_at: dt.datetime | None = None
 
     def maybe_check(self, now: dt.datetime, models) -> threading.Thread | None:
-        if not self.every or (self.checked_at and now - self.checked_at < self.every):
+        """Check in a thread, once per interval; the first check one interval after this beat
+        began to lead (workers started beside it need a moment to answer)."""
+        if not self.every:
+            return None
+        if self.checked_at is None:
+            self.checked_at = now
+            return None
+        if now - self.checked_at < self.every:
             return None
         self.checked_at = now
         wanted: dict[str, list[str]] = {}
