@@ -57,6 +57,10 @@ def browser():
 def page(browser, live_server, settings):
     # The live server speaks plain HTTP: cookies must not be Secure-only here.
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    # The live server serves static files from the apps' folders (not the collected, hashed
+    # ones, which the gunicorn test below covers): link them by their plain names.
+    settings.STORAGES = {**settings.STORAGES, "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     settings.MONITORING_HEALTH_CACHE = 0
     get_user_model().objects.create_superuser("ops", "ops@example.invalid", "a-long-password-1")
     context = browser.new_context(base_url=live_server.url)
@@ -196,6 +200,28 @@ def test_dashboard_shows_a_job_turn_from_ok_to_late_when_beat_stops(page, proces
     assert time.monotonic() - stopped < 20
     assert "not dispatched" in page.locator("tr[data-job='expire-coupons']").inner_text()
     shot(page, "10-dashboard-late")
+
+
+def test_the_admin_warns_when_no_scheduler_runs_and_the_warning_clears_with_beat(page,
+                                                                              processes):
+    PeriodicTask.objects.all().delete()
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
+    PeriodicTask.objects.create(name="expire-coupons", task="scheduling.expire_coupons",
+                                interval=every)
+    processes("worker")  # workers deployed, no beat: the scenario the product exists for
+
+    def banner(url):
+        page.goto(url)
+        found = page.locator("#scheduler-banner")
+        return found.inner_text() if found.count() else ""
+
+    assert "No scheduler is running" in banner("/admin/")
+    shot(page, "11-admin-banner-no-beat")
+    assert "No scheduler is running" in banner("/admin/django_celery_beat/periodictask/")
+    assert page.locator("#scheduler-banner a").get_attribute("href") == "/monitoring/"
+    processes("beat")
+    eventually(lambda: banner("/admin/"), lambda text: text == "", 40, "the banner to clear")
+    shot(page, "12-admin-banner-cleared")
 
 
 def test_the_admin_is_styled_under_gunicorn_with_production_settings(browser, tmp_path):
