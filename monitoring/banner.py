@@ -33,14 +33,12 @@ def scheduler_banner(request) -> dict:
 
 def compute() -> dict | bool:
     """The banner's text, or False when all is well (or its state cannot be read)."""
-    from django_celery_beat.models import PeriodicTask
-
-    from monitoring.status import BAD, beat_state, job_statuses
+    from monitoring.status import BAD, beat_state, job_statuses, unscheduled_jobs
 
     now = timezone.now()
     try:
         beat = beat_state(now)
-        if not beat.ok and PeriodicTask.objects.filter(enabled=True).exists():
+        if unscheduled_jobs(beat):
             return {"title": "No scheduler is running: these schedules are not being honoured.",
                     "detail": beat.problems[0]}
         red = [job for job in job_statuses(now, outcomes=False) if job.status in BAD]

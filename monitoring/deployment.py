@@ -3,7 +3,7 @@ Kubernetes manifests into process definitions, and compare them with the queues 
 periodic jobs route to.
 
 A *process definition* is one service / Procfile line / container: its celery role (beat or
-worker), replicas, the queues a worker consumes (``-Q``; the default queue without it), the
+worker), the queues a worker consumes (``-Q``; the default queue without it), the
 scheduler class a beat uses (``-S``), and whether it has a liveness probe. The problems found:
 no beat; a beat with another scheduler class (no lease: two of them send every job twice); a
 worker with ``-B`` (an embedded beat per worker); a queue an enabled job routes to that no worker
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import yaml
 
-OUR_SCHEDULER = "scheduling.beat:LeasedScheduler"
+from scheduling.beat import SCHEDULER as OUR_SCHEDULER
+
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod", "ReplicaSet"}
 
 
@@ -30,7 +31,6 @@ class UnreadableDescription(ValueError):
 class Process:
     source: str  # "docker-compose.yml:beat", "deploy/kubernetes/beat.yaml:billing-beat/beat"
     role: str  # "beat", "worker" or "other"
-    replicas: int = 1
     queues: list[str] = field(default_factory=list)
     scheduler: str | None = None
     embedded_beat: bool = False
@@ -52,16 +52,20 @@ def read(path: Path, default_queue: str) -> list[Process]:
         for manifest in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
             found += read_kubernetes(manifest, default_queue)
         return found
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UnreadableDescription(f"{path}: cannot be read ({exc.strerror})") from None
+    text = _text(path)
     if path.name == "Procfile" or path.name.startswith("Procfile."):
         return read_procfile(path, text, default_queue)
     documents = _yaml(path, text)
     if any(isinstance(d, dict) and "services" in d for d in documents):
         return read_compose(path, documents[0], default_queue)
     return read_kubernetes(path, default_queue, documents)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise UnreadableDescription(f"{path}: cannot be read ({exc.strerror})") from None
 
 
 def _yaml(path: Path, text: str) -> list:
@@ -87,32 +91,24 @@ def read_compose(path: Path, document: dict, default_queue: str) -> list[Process
     for name, service in (document.get("services") or {}).items():
         if not isinstance(service, dict) or service.get("profiles"):
             continue  # a profile service runs only on demand
-        replicas = (service.get("deploy") or {}).get("replicas", 1)
         found.append(classify(f"{path}:{name}", _split(service.get("command") or []),
-                              default_queue, replicas=replicas,
-                              probe=bool(service.get("healthcheck"))))
+                              default_queue, probe=bool(service.get("healthcheck"))))
     return found
 
 
 def read_kubernetes(path: Path, default_queue: str, documents=None) -> list[Process]:
     if documents is None:
-        try:
-            documents = _yaml(path, path.read_text())
-        except OSError as exc:
-            raise UnreadableDescription(f"{path}: cannot be read ({exc.strerror})") from None
+        documents = _yaml(path, _text(path))
     found = []
     for document in documents:
         if not isinstance(document, dict) or document.get("kind") not in WORKLOADS:
             continue
-        spec = document.get("spec") or {}
-        replicas = spec.get("replicas", 1)
         pod = _pod_spec(document)
         name = (document.get("metadata") or {}).get("name", "?")
         for container in pod.get("containers") or []:
             argv = [*_split(container.get("command") or []), *_split(container.get("args") or [])]
             found.append(classify(f"{path}:{name}/{container.get('name', '?')}", argv,
-                                  default_queue, replicas=replicas,
-                                  probe=bool(container.get("livenessProbe"))))
+                                  default_queue, probe=bool(container.get("livenessProbe"))))
     return found
 
 
@@ -131,24 +127,20 @@ def _split(command) -> list[str]:
     return [str(part) for part in command]
 
 
-def classify(source: str, argv: list[str], default_queue: str, *, replicas=1,
+def classify(source: str, argv: list[str], default_queue: str, *,
              probe: bool | None = None) -> Process:
     """What ``argv`` runs: a celery worker or beat (also inside ``sh -c "..."``), or other."""
     if len(argv) >= 3 and Path(argv[0]).name in ("sh", "bash") and argv[1] == "-c":
         argv = shlex.split(argv[2].split("&&")[-1])
-    words = list(argv)
-    if "celery" not in [Path(w).name for w in words]:
-        return Process(source, "other", replicas, probe=probe)
-    rest = words[[Path(w).name for w in words].index("celery") + 1:]
-    role = next((w for w in rest if w in ("worker", "beat")), None)
-    if role is None:
-        return Process(source, "other", replicas, probe=probe)
-    process = Process(source, role, int(replicas), probe=probe)
+    names = [Path(word).name for word in argv]
+    rest = argv[names.index("celery") + 1:] if "celery" in names else []
+    role = next((word for word in rest if word in ("worker", "beat")), "other")
+    process = Process(source, role, probe=probe)
     if role == "worker":
         queues = _option(rest, "-Q", "--queues")
         process.queues = queues.split(",") if queues else [default_queue]
         process.embedded_beat = any(w in ("-B", "--beat") for w in rest)
-    else:
+    elif role == "beat":
         process.scheduler = _option(rest, "-S", "--scheduler")
     return process
 

@@ -8,15 +8,9 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitoring import health
-from monitoring.status import beat_state, job_statuses
+from monitoring.status import beat_state, job_statuses, unscheduled_jobs
 
 STATUSES = ("ok", "late", "queued", "running", "slow", "failing", "never_run", "paused")
-
-
-def enabled_jobs() -> int:
-    from django_celery_beat.models import PeriodicTask
-
-    return PeriodicTask.objects.filter(enabled=True).count()
 
 
 def render_metrics() -> tuple[bytes, str]:
@@ -44,7 +38,7 @@ def render_metrics() -> tuple[bytes, str]:
           registry=registry).set(1 if beat.leader and beat.ok else 0)
     Gauge("billing_jobs_unscheduled",
           "Enabled periodic jobs no process schedules (no beat alive); 0 while one is.",
-          registry=registry).set(0 if beat.ok else enabled_jobs())
+          registry=registry).set(unscheduled_jobs(beat))
     stats = DeadLetter.objects.pending_stats(now=now)
     Gauge("billing_dead_letters_pending", "Pending dead letters.",
           registry=registry).set(stats["pending"])

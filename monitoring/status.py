@@ -192,6 +192,11 @@ class BeatState:
     standbys: int = 0
 
 
+def unscheduled_jobs(beat: BeatState) -> int:
+    """Enabled periodic jobs that no process schedules: all of them while no beat is alive."""
+    return 0 if beat.ok else PeriodicTask.objects.filter(enabled=True).count()
+
+
 def beat_state(now: dt.datetime, *, max_age: float | None = None) -> BeatState:
     """Is a beat alive, leading, and on the current schedule?"""
     max_age = max_age if max_age is not None else 3 * settings.SCHEDULING_BEAT_TICK

@@ -24,13 +24,11 @@ class BeatWatch:
 
     def check(self) -> dict | None:
         """One look: the ERROR's fields while no beat is alive, else None (and log recovery)."""
-        from django_celery_beat.models import PeriodicTask
-
-        from monitoring.status import beat_state
+        from monitoring.status import beat_state, unscheduled_jobs
 
         state = beat_state(timezone.now())
-        jobs = PeriodicTask.objects.filter(enabled=True).count()
-        if state.ok or not jobs:
+        jobs = unscheduled_jobs(state)
+        if not jobs:
             if self.missing:
                 log.info("worker.beat_back", leader=state.leader)
             self.missing = False

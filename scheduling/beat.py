@@ -6,7 +6,7 @@ keeps it so).
 """
 
 from scheduling.engine import services
-from scheduling.engine.checks import registered_task_names
+from scheduling.engine.checks import SCHEDULER, registered_task_names
 from scheduling.engine.consumers import queue_for
 from scheduling.engine.lease import current_lease
 from scheduling.engine.models import (
@@ -22,7 +22,8 @@ from scheduling.engine.scheduler import LeasedScheduler
 from scheduling.engine.slots import Slot, latest_due, upcoming
 
 __all__ = [
-    "BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "LeasedScheduler", "ScheduleChange",
+    "SCHEDULER", "BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "LeasedScheduler",
+    "ScheduleChange",
     "ScheduleVersion", "Slot", "anchor", "current_lease", "latest_due", "policy_of", "queue_for",
     "registered_task_names", "services", "upcoming", "upcoming_runs",
 ]
