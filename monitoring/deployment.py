@@ -47,6 +47,15 @@ class Job:
 # --- reading descriptions --------------------------------------------------------------------
 def read(path: Path, default_queue: str) -> list[Process]:
     """The process definitions of one description (a file, or a folder of manifests)."""
+    try:
+        return _read(path, default_queue)
+    except (ValueError, TypeError, AttributeError) as exc:  # unbalanced quotes, odd shapes
+        if isinstance(exc, UnreadableDescription):
+            raise
+        raise UnreadableDescription(f"{path}: not a description this can read ({exc})") from None
+
+
+def _read(path: Path, default_queue: str) -> list[Process]:
     if path.is_dir():
         found = []
         for manifest in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
@@ -56,8 +65,9 @@ def read(path: Path, default_queue: str) -> list[Process]:
     if path.name == "Procfile" or path.name.startswith("Procfile."):
         return read_procfile(path, text, default_queue)
     documents = _yaml(path, text)
-    if any(isinstance(d, dict) and "services" in d for d in documents):
-        return read_compose(path, documents[0], default_queue)
+    compose = [d for d in documents if isinstance(d, dict) and "services" in d]
+    if compose:
+        return read_compose(path, compose[0], default_queue)
     return read_kubernetes(path, default_queue, documents)
 
 

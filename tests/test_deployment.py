@@ -103,6 +103,13 @@ def test_json_output_and_bad_usage(tmp_path):
     broken.write_text("services: [\n")
     code, _, err = check(broken)
     assert code == 2 and err.startswith(f"error: {broken}: not valid YAML")
+    quotes = tmp_path / "Procfile"
+    quotes.write_text("worker: celery -A project worker -Q 'reports\n")  # unbalanced quote
+    code, _, err = check(quotes)
+    assert code == 2 and err.startswith(f"error: {quotes}: not a description this can read")
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("kind: Deployment\nspec: {template: {spec: {containers: [just-a-string]}}}\n")
+    assert check(odd)[0] == 2
 
 
 def test_the_kubernetes_manifests_are_valid_against_the_schemas():
