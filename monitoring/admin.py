@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
 from django_celery_beat.models import PeriodicTask
 
 from monitoring.models import AlertState, JobMonitor
@@ -21,6 +23,23 @@ class MonitoredScheduleAdmin(ScheduleAdmin):
     monitoring: this app extends it, registered in its place)."""
 
     inlines = [*ScheduleAdmin.inlines, JobMonitorInline]
+    list_display = (*ScheduleAdmin.list_display, "monitoring_link")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "monitoring_link"]
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return [*fieldsets, ("Monitoring", {"fields": ("monitoring_link",)})]
+
+    @admin.display(description="Monitoring")
+    def monitoring_link(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        return format_html('<a href="{}">status, runs and chart</a>',
+                           reverse("monitoring-job", args=[obj.pk]))
 
 
 admin.site.unregister(PeriodicTask)

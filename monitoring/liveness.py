@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from monitoring.status import ALERTING, beat_state, job_statuses
+from monitoring.status import ALERTING, beat_state, job_statuses, live_workers
 
 
 @dataclass
@@ -36,14 +36,22 @@ def evaluate(now: dt.datetime, *, max_age: float | None = None, jobs: bool = Tru
         "standbys": beat.standbys,
     }
     if jobs:
+        unconsumed: dict[str, list[str]] = {}
         for status in job_statuses(now, outcomes=outcomes):
             result.jobs.append(status.as_dict())
-            if status.status in ALERTING:
+            if status.cause == "route":  # one line per route, naming its jobs
+                unconsumed.setdefault(status.reason, []).append(status.name)
+            elif status.status in ALERTING:
                 result.problems.append(f"job {status.name}: {status.status}: {status.reason}")
+        for reason, names in sorted(unconsumed.items()):
+            shown = ", ".join(sorted(names)[:10]) + (
+                f" and {len(names) - 10} more" if len(names) > 10 else "")
+            result.problems.insert(len(beat.problems), f"workers: {reason} (jobs: {shown})")
     if workers:
-        from monitoring.health import workers_online
-
-        result.workers = workers_online(max_age=0)
-        if not result.workers:
-            result.problems.append("workers: no worker answered ping")
+        live = live_workers(now)
+        result.workers = [worker.hostname for worker in live]
+        if not live:
+            result.problems.append(
+                "workers: no live worker in the registry (none started, or none has refreshed "
+                "its row within SCHEDULING_WORKER_STALE)")
     return result

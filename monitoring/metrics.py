@@ -8,9 +8,15 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from monitoring import health
-from monitoring.status import beat_state, job_statuses, unscheduled_jobs
-
-STATUSES = ("ok", "late", "queued", "running", "slow", "failing", "never_run", "paused")
+from monitoring.status import (
+    Status,
+    beat_state,
+    job_statuses,
+    live_workers,
+    unscheduled_jobs,
+    workers_per_queue,
+)
+from scheduling.beat import Dispatch
 
 
 def render_metrics() -> tuple[bytes, str]:
@@ -24,13 +30,19 @@ def render_metrics() -> tuple[bytes, str]:
                    ["job", "status"], registry=registry)
     duration = Gauge("billing_job_last_duration_seconds", "Duration of the last finished run.",
                      ["job"], registry=registry)
+    stage = Gauge("billing_job_stage", "1 for each job, labelled with its current status (one "
+                  "series per job; the stuck stage when red).", ["job", "stage"],
+                  registry=registry)
     for job in job_statuses(now, outcomes=False):
         if job.last_success:
             last_success.labels(job.name).set(job.last_success.timestamp())
         if job.last_duration_ms is not None:
             duration.labels(job.name).set(job.last_duration_ms / 1000)
-        for name in STATUSES:
+        stage.labels(job.name, job.status).set(1)
+        for name in Status.values:
             status.labels(job.name, name).set(1 if job.status == name else 0)
+    Gauge("billing_runs_lost", "Ledger rows of runs that could never finish (state lost).",
+          registry=registry).set(Dispatch.objects.filter(state=Dispatch.State.LOST).count())
     beat = beat_state(now)
     Gauge("billing_beat_heartbeat_age_seconds", "Age of the newest beat heartbeat.",
           registry=registry).set(beat.heartbeat_age if beat.heartbeat_age is not None else -1)
@@ -50,7 +62,11 @@ def render_metrics() -> tuple[bytes, str]:
     for name, length in health.queue_lengths().items():
         if length is not None:
             queue.labels(name).set(length)
-    workers = health.workers_online()
-    Gauge("billing_workers_online", "Workers answering ping (-1: broker unreachable).",
-          registry=registry).set(len(workers) if workers is not None else -1)
+    workers = live_workers(now)
+    Gauge("billing_workers_online", "Live workers in the worker registry.",
+          registry=registry).set(len(workers))
+    per_queue = Gauge("billing_workers", "Live workers consuming a queue.", ["queue"],
+                      registry=registry)
+    for name, count in workers_per_queue(workers).items():
+        per_queue.labels(name).set(count)
     return generate_latest(registry), CONTENT_TYPE_LATEST

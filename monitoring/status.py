@@ -1,40 +1,74 @@
-"""The status of every periodic job at a given ``now``, derived from its live django-celery-beat
-row and the ledger; and the state of the beats.
+"""The status of every periodic job at a given ``now``, and the state of the beats: the one
+derivation behind ``check_scheduler_liveness``, ``/health/scheduler``, ``/metrics``, the
+dashboard, the admin banner and the alerts.
 
-Statuses, in order of precedence:
-``paused`` (disabled) · ``late`` (a due slot plus grace passed and beat handled nothing: the
-scheduler is the problem) · ``queued`` (dispatched but not started within grace: the workers are
-the problem) · ``slow`` (running past its max runtime) · ``failing`` (the last N runs failed, or
-the outcome check finds work left over for longer than the grace) · ``running`` · ``never_run``
-· ``ok``. ``BAD`` are the ones the liveness check and alerts act on.
+A job is green only when the work is really done: the newest slot that should have *succeeded*
+by now (due + grace + the job's max runtime) must have a successful run at or after it. When it
+has not, the status names the stage that is stuck. The stages are ``Status``; their precedence is
+``PRECEDENCE``, an ordered list of small predicates (the first that answers wins), so the order
+reads as the precedence and a new stage is one entry.
+
+Set-based: ``job_statuses`` reads every job's facts in a fixed number of queries (the periodic
+tasks with their ledger summary as subqueries, the rows those point at, the unfinished runs with
+their django-celery-results state, the worker registry), whatever the number of jobs. The
+outcome checks add one query per job whose task has one (the billing jobs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from celery import current_app
 from django.conf import settings
+from django.db import models
+from django.db.models import Count, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django_celery_beat.models import PeriodicTask
+from django_celery_results.models import TaskResult
 
 from monitoring.models import JobMonitor
 from scheduling.beat import (
     BeatHeartbeat,
     Dispatch,
     ScheduleVersion,
+    WorkerProcess,
     anchor,
     current_lease,
     latest_due,
+    next_slot,
     policy_of,
+    route_of,
     upcoming_runs,
 )
 from scheduling.billing.outcomes import OUTCOMES
 
-BAD = frozenset({"late", "queued", "slow", "failing"})
-ALERTING = frozenset({"late", "queued", "failing"})  # what the liveness check exits 1 for
+
+class Status(models.TextChoices):
+    OK = "ok"
+    RUNNING = "running"
+    NEVER_RUN = "never_run", "never run"
+    PAUSED = "paused"
+    EXPIRED = "expired"  # its ``expires`` has passed: nothing more is due
+    INVALID = "invalid"  # its schedule cannot be computed
+    LATE = "late"  # due and not dispatched: the scheduler
+    QUEUED = "queued"  # dispatched (or due) and not started: the workers or the routing
+    LOST = "lost"  # a run that can never finish any more
+    SLOW = "slow"  # running past its max runtime
+    FAILING = "failing"  # runs failed, or the outcome check finds work left over
+    MISSED = "missed"  # slots missed or skipped, and no success since
+
+
+BAD = frozenset({Status.INVALID, Status.LATE, Status.QUEUED, Status.LOST, Status.SLOW,
+                 Status.FAILING, Status.MISSED})
+ALERTING = BAD - {Status.SLOW}  # what the liveness check exits 1 for (slow is a warning)
 RUNS = (Dispatch.Kind.SCHEDULED, Dispatch.Kind.MANUAL)
 COUNTING = (Dispatch.Kind.SCHEDULED, Dispatch.Kind.MISSED, Dispatch.Kind.SKIPPED)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+ROW_FIELDS = ("id", "slot", "kind", "state", "task_id", "dispatched_at", "started_at",
+              "finished_at", "result", "error")
 
 
 @dataclass
@@ -50,8 +84,11 @@ class JobStatus:
     last_start: dt.datetime | None = None
     last_duration_ms: float | None = None
     consecutive_failures: int = 0
-    recent: list = field(default_factory=list)  # newest first: (state, slot, kind)
+    route: str = ""
+    cause: str = ""  # "route" / "task" when no live worker takes its messages
+    recent: list = field(default_factory=list)  # newest first: (state, slot, kind); dashboard
     pk: int | None = None
+    progress: dict | None = None
 
     def as_dict(self) -> dict:
         def iso(value):
@@ -62,14 +99,17 @@ class JobStatus:
             "schedule": self.schedule, "next_run": iso(self.next_run),
             "last_success": iso(self.last_success), "last_failure": iso(self.last_failure),
             "last_start": iso(self.last_start), "last_duration_ms": self.last_duration_ms,
-            "consecutive_failures": self.consecutive_failures,
+            "consecutive_failures": self.consecutive_failures, "route": self.route,
         }
 
 
 def schedule_in_words(model: PeriodicTask) -> str:
-    if model.crontab_id:
-        return f"{model.crontab.human_readable} ({model.crontab.timezone})"
-    return str(model.interval or model.clocked or model.solar or "-")
+    try:
+        if model.crontab_id:
+            return f"{model.crontab.human_readable} ({model.crontab.timezone})"
+        return str(model.interval or model.clocked or model.solar or "-")
+    except Exception as exc:  # a row made outside the admin
+        return f"invalid schedule ({type(exc).__name__})"
 
 
 def _ago(now, then) -> str:
@@ -77,108 +117,359 @@ def _ago(now, then) -> str:
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
-def job_status(model: PeriodicTask, now: dt.datetime, *, outcomes: bool = True) -> JobStatus:
-    monitor = getattr(model, "monitor", None) or JobMonitor(periodic_task=model)
-    policy = policy_of(model)
-    grace = dt.timedelta(seconds=monitor.grace_seconds)
-    ledger = Dispatch.objects.filter(periodic_task=model)
-    recent = list(ledger.order_by("-slot")[:20])
-    runs = [row for row in recent if row.kind in RUNS]
-    succeeded = ledger.filter(state=Dispatch.State.SUCCEEDED).order_by("-slot").first()
-    failed = ledger.filter(state=Dispatch.State.FAILED).order_by("-slot").first()
-    finished = [r for r in runs if r.state in (Dispatch.State.SUCCEEDED, Dispatch.State.FAILED)]
-    streak = 0
-    for row in finished:
-        if row.state != Dispatch.State.FAILED:
-            break
-        streak += 1
-    latest = runs[0] if runs else None
-    last_duration = None
-    done = next((r for r in finished if r.started_at and r.finished_at), None)
-    if done:
-        last_duration = round((done.finished_at - done.started_at).total_seconds() * 1000, 1)
-    result = JobStatus(
-        name=model.name, task=model.task, status="ok", schedule=schedule_in_words(model),
-        last_success=succeeded.finished_at if succeeded else None,
-        last_failure=failed.finished_at if failed else None,
-        last_start=latest.started_at if latest else None,
-        last_duration_ms=last_duration, consecutive_failures=streak,
-        recent=[(r.state, r.slot, r.kind) for r in recent], pk=model.pk,
-    )
-    if not model.enabled:
-        result.status, result.reason = "paused", "disabled in the schedule"
-        return result
-    upcoming = upcoming_runs(model, now, 1)
-    result.next_run = upcoming[0].at if upcoming else None
+def _at(value: dt.datetime) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S} UTC"
 
-    # late: a slot due more than grace ago that beat has not handled (sent, missed or skipped).
-    last_handled = next((r.slot for r in recent if r.kind in COUNTING), None)
+
+@dataclass
+class Facts:
+    """Everything the predicates look at for one job, read set-based by ``job_statuses``."""
+
+    model: PeriodicTask
+    now: dt.datetime
+    monitor: JobMonitor
+    last_handled: dt.datetime | None  # newest scheduled / missed / skipped slot
+    success: dict | None  # newest succeeded row
+    failure: dict | None  # newest failed row
+    newest_run: dict | None  # newest scheduled or manual run, any state
+    streak: int  # failed runs since the newest success
+    unfinished: dict | None  # oldest run still reserved / sent, with ``started`` / ``worker``
+    workers: list  # live WorkerProcess rows
+    outcomes: bool = True
+    schedule: object = None
+    schedule_error: str = ""
+    route: object = None
+
+    @property
+    def grace(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.monitor.grace_seconds)
+
+    @property
+    def policy(self):
+        return policy_of(self.model)
+
+    def since_success(self, row: dict | None) -> bool:
+        """Is ``row`` newer than the newest success (so not resolved by it)?"""
+        return row is not None and (self.success is None or row["slot"] > self.success["slot"])
+
+
+# --- the predicates, in order of precedence: each returns the reason, or None ----------------
+def _paused(f: Facts):
+    return "disabled in the schedule" if not f.model.enabled else None
+
+
+def _expired(f: Facts):
+    if f.model.expires and f.now >= f.model.expires:
+        return f"expired at {_at(f.model.expires)}: nothing more is due"
+    return None
+
+
+def _invalid(f: Facts):
+    return f"invalid schedule: {f.schedule_error}" if f.schedule_error else None
+
+
+def _late(f: Facts):
+    due = latest_due(f.schedule, anchor(f.model, f.policy, f.last_handled), f.now - f.grace)
+    if due is None:
+        return None
+    return f"the run due at {_at(due.latest)} ({_ago(f.now, due.latest)} ago) was not dispatched"
+
+
+def _unconsumed(f: Facts):
+    """Nothing can take this job's messages: no live worker on its route, or none that has its
+    task registered. Red at once, before a run is even late."""
+    takers = [w for w in f.workers if f.route.consumed_by(w.queues)]
+    if not takers:
+        if f.route.queue is None:
+            return ("message is not routed to any queue: no live worker consumes a queue bound "
+                    f"to {f.route}")
+        return f"no live worker consumes {f.route}: start a worker with -Q {f.route.queue}"
+    if not any(f.model.task in w.tasks for w in takers):
+        return f"task '{f.model.task}' is not registered on any live worker consuming {f.route}"
+    return None
+
+
+def _lost(f: Facts):
+    row = f.newest_run
+    if row and row["state"] == Dispatch.State.LOST and f.since_success(row):
+        return f"the run due at {_at(row['slot'])} is lost: {row['error'] or 'no reason recorded'}"
+    return None
+
+
+def _message_expired(f: Facts):
+    row = f.newest_run
+    if row and row["state"] == Dispatch.State.EXPIRED and f.since_success(row):
+        return f"the run due at {_at(row['slot'])}: message expired before a worker took it"
+    return None
+
+
+def _not_started(f: Facts):
+    row = f.unfinished
+    if row and not row["started"] and f.now - row["dispatched_at"] > f.grace:
+        return f"dispatched {_ago(f.now, row['dispatched_at'])} ago and not started"
+    return None
+
+
+def _slow(f: Facts):
+    row = f.unfinished
+    if row and row["started"] and (
+            (f.now - row["started"]).total_seconds() > f.monitor.max_runtime_seconds):
+        return (f"running for {_ago(f.now, row['started'])}, more than its max runtime of "
+                f"{f.monitor.max_runtime_seconds} s")
+    return None
+
+
+def _failing(f: Facts):
+    if f.streak >= f.monitor.failures_threshold:
+        error = (f.failure or {}).get("error")
+        return f"the last {f.streak} run(s) failed" + (f": {error}" if error else "")
+    return None
+
+
+def _outcome(f: Facts):
+    outcome = OUTCOMES.get(f.model.task)
+    if not f.outcomes or outcome is None or f.success is None:
+        return None
+    as_of = min(f.now - f.grace, _run_now(f.success))
     try:
-        due = latest_due(model.schedule, anchor(model, policy, last_handled), now - grace)
-    except Exception as exc:
-        result.status, result.reason = "late", f"its schedule cannot be computed: {exc}"
-        return result
-    if due is not None:
-        result.status = "late"
-        result.reason = (f"the run due at {due.latest:%Y-%m-%d %H:%M:%S} UTC "
-                         f"({_ago(now, due.latest)} ago) was not dispatched")
-        return result
-    if latest is not None and latest.state in (Dispatch.State.RESERVED, Dispatch.State.SENT):
-        started = Dispatch.objects.filter(pk=latest.pk).running(since=latest.dispatched_at)
-        started_at = started[latest.task_id][1] if latest.task_id in started else None
-        if started_at is None:
-            if now - latest.dispatched_at > grace:
-                result.status = "queued"
-                result.reason = (f"dispatched {_ago(now, latest.dispatched_at)} ago and not "
-                                 "started: are workers running and consuming its queue?")
-                return result
-        else:
-            result.last_start = started_at
-            if (now - started_at).total_seconds() > monitor.max_runtime_seconds:
-                result.status = "slow"
-                result.reason = (f"running for {_ago(now, started_at)}, more than its "
-                                 f"max runtime of {monitor.max_runtime_seconds} s")
-                return result
-            result.status = "running"
-    if streak >= monitor.failures_threshold:
-        result.status = "failing"
-        result.reason = f"the last {streak} run(s) failed"
-        return result
-    outcome = OUTCOMES.get(model.task)
-    if outcomes and outcome is not None and succeeded is not None:
-        checked_at = _run_now(succeeded)
-        as_of = min(now - grace, checked_at)
-        try:
-            kwargs = json.loads(model.kwargs or "{}")
-        except ValueError:
-            kwargs = {}
-        left = outcome.overdue(as_of, kwargs)
-        if left:
-            result.status = "failing"
-            result.reason = (f"{left} {outcome.what} as of {as_of:%Y-%m-%d %H:%M:%S} UTC are "
-                             "still there after a successful run")
-            return result
-    if latest is None:
-        result.status, result.reason = "never_run", "no run yet"
-    return result
+        kwargs = json.loads(f.model.kwargs or "{}")
+        left = outcome.overdue(as_of, kwargs if isinstance(kwargs, dict) else {})
+    except (ValueError, TypeError):
+        return None  # arguments the job itself refuses: its runs fail and say so
+    if left:
+        return (f"{left} {outcome.what} as of {_at(as_of)} are still there after a successful "
+                "run")
+    return None
 
 
-def _run_now(row: Dispatch) -> dt.datetime:
+def _overdue_slot(f: Facts) -> dt.datetime | None:
+    """The success-centric check: the first slot after the newest success (or the job's start)
+    if it should have succeeded by now (due + grace + max runtime) and nothing succeeded since."""
+    done_by = f.now - f.grace - dt.timedelta(seconds=f.monitor.max_runtime_seconds)
+    slot = next_slot(f.schedule, anchor(f.model, f.policy, f.success and f.success["slot"]))
+    return slot if slot is not None and slot <= done_by else None
+
+
+def _failed_since(f: Facts):
+    slot = _overdue_slot(f) if f.since_success(f.failure) else None
+    if slot is None:
+        return None
+    return f"no run has succeeded since the one due at {_at(slot)}: the last one failed"
+
+
+def _not_done(f: Facts):
+    slot = _overdue_slot(f)
+    if slot is None:
+        return None
+    return f"no run has succeeded since the one due at {_at(slot)} (slots missed or skipped)"
+
+
+def _running(f: Facts):
+    return "running" if f.unfinished and f.unfinished["started"] else None
+
+
+def _never_run(f: Facts):
+    return "no run yet" if f.newest_run is None else None
+
+
+#: The precedence: the first predicate that gives a reason sets the status.
+PRECEDENCE: list[tuple[Status, Callable[[Facts], str | None]]] = [
+    (Status.PAUSED, _paused),
+    (Status.EXPIRED, _expired),
+    (Status.INVALID, _invalid),
+    (Status.LATE, _late),
+    (Status.QUEUED, _unconsumed),
+    (Status.LOST, _lost),
+    (Status.QUEUED, _message_expired),
+    (Status.QUEUED, _not_started),
+    (Status.SLOW, _slow),
+    (Status.FAILING, _failing),
+    (Status.FAILING, _outcome),
+    (Status.FAILING, _failed_since),
+    (Status.MISSED, _not_done),
+    (Status.RUNNING, _running),
+    (Status.NEVER_RUN, _never_run),
+]
+#: Predicates that need a computable schedule and a route (skipped for paused / invalid jobs).
+NEEDS_SCHEDULE = {_late, _unconsumed, _failed_since, _not_done}
+
+
+def derive(f: Facts) -> tuple[Status, str, Callable | None]:
+    """The status, its reason, and the predicate that gave it."""
+    for status, predicate in PRECEDENCE:
+        if f.schedule is None and predicate in NEEDS_SCHEDULE:
+            continue
+        reason = predicate(f)
+        if reason:
+            return status, reason, predicate
+    return Status.OK, "", None
+
+
+def _run_now(row: dict) -> dt.datetime:
     """The ``now`` the job ran with (it returns it), else when it started."""
-    value = (row.result or {}).get("now")
+    value = (row.get("result") or {}).get("now")
     if value:
         try:
             return dt.datetime.fromisoformat(value)
         except ValueError:
             pass
-    return row.started_at or row.dispatched_at
+    return row["started_at"] or row["dispatched_at"]
 
 
-def job_statuses(now: dt.datetime, *, outcomes: bool = True) -> list[JobStatus]:
-    models = PeriodicTask.objects.select_related(
+# --- reading the facts set-based ---------------------------------------------------------------
+def _newest(queryset, value="pk"):
+    """The newest (by slot) ``value`` of ``queryset`` for the outer periodic task."""
+    return Subquery(queryset.filter(periodic_task_id=OuterRef("pk")).order_by("-slot")
+                    .values(value)[:1])
+
+
+def annotated_tasks(queryset=None):
+    """Periodic tasks with their ledger summary (one query, one index probe per subquery)."""
+    ledger = Dispatch.objects
+    succeeded = ledger.filter(state=Dispatch.State.SUCCEEDED)
+    since_success = Coalesce(Subquery(
+        succeeded.filter(periodic_task_id=OuterRef(OuterRef("pk"))).order_by("-slot")
+        .values("slot")[:1]), Value(EPOCH))
+    streak = (ledger.filter(periodic_task_id=OuterRef("pk"), state=Dispatch.State.FAILED,
+                            slot__gt=since_success)
+              .order_by().values("periodic_task_id").annotate(n=Count("pk")).values("n"))
+    queryset = queryset if queryset is not None else PeriodicTask.objects.all()
+    return queryset.select_related(
         "crontab", "interval", "solar", "clocked", "policy", "monitor"
-    ).order_by("name")
-    return [job_status(model, now, outcomes=outcomes) for model in models]
+    ).annotate(
+        last_handled=_newest(ledger.filter(kind__in=COUNTING), "slot"),
+        success_id=_newest(succeeded),
+        failure_id=_newest(ledger.filter(state=Dispatch.State.FAILED)),
+        newest_run_id=_newest(ledger.filter(kind__in=RUNS)),
+        finished_id=_newest(ledger.filter(kind__in=RUNS, state__in=(
+            Dispatch.State.SUCCEEDED, Dispatch.State.FAILED), started_at__isnull=False)),
+        streak=Coalesce(Subquery(streak), 0),
+    )
+
+
+def _unfinished_runs(task_ids) -> dict[int, dict]:
+    """The oldest unfinished run of each job, with when it started and on which worker (from
+    django-celery-results' STARTED row), in one query."""
+    results = TaskResult.objects.filter(task_id=OuterRef("task_id"), status="STARTED")
+    rows = (Dispatch.objects.unfinished().filter(periodic_task_id__in=task_ids)
+            .annotate(started=Subquery(results.values("date_started")[:1]),
+                      worker=Subquery(results.values("worker")[:1]))
+            .order_by("periodic_task_id", "slot")
+            .values("periodic_task_id", *ROW_FIELDS, "started", "worker"))
+    oldest: dict[int, dict] = {}
+    for row in rows:
+        oldest.setdefault(row["periodic_task_id"], row)
+    return oldest
+
+
+def _routes(models_) -> dict:
+    app, by_task, routes = current_app, {}, {}
+    for model in models_:
+        if model.queue or model.exchange or model.routing_key:
+            routes[model.pk] = route_of(app, model.task, model.queue, model.exchange,
+                                        model.routing_key)
+        else:
+            if model.task not in by_task:
+                by_task[model.task] = route_of(app, model.task)
+            routes[model.pk] = by_task[model.task]
+    return routes
+
+
+def live_workers(now: dt.datetime) -> list[WorkerProcess]:
+    return list(WorkerProcess.objects.live(now))
+
+
+def job_statuses(now: dt.datetime, *, outcomes: bool = True, pks=None,
+                 queryset=None) -> list[JobStatus]:
+    """Every job's status (or those with ``pks``), by name; a fixed number of queries."""
+    tasks = queryset if queryset is not None else PeriodicTask.objects.all()
+    if pks is not None:
+        tasks = tasks.filter(pk__in=list(pks))
+    models_ = list(annotated_tasks(tasks).order_by("name"))
+    ids = {getattr(m, name) for m in models_
+           for name in ("success_id", "failure_id", "newest_run_id", "finished_id")}
+    ids.discard(None)
+    rows = {row["id"]: row for row in Dispatch.objects.filter(pk__in=ids).values(*ROW_FIELDS)}
+    enabled = [m.pk for m in models_ if m.enabled]
+    unfinished = _unfinished_runs(enabled) if enabled else {}
+    workers = live_workers(now)
+    routes = _routes(models_)
+    return [_status(model, now, rows, unfinished.get(model.pk), workers, routes[model.pk],
+                    outcomes) for model in models_]
+
+
+def job_status(model: PeriodicTask, now: dt.datetime, *, outcomes: bool = True) -> JobStatus:
+    return job_statuses(now, outcomes=outcomes, pks=[model.pk])[0]
+
+
+def checked_schedule(model: PeriodicTask, now: dt.datetime):
+    """The job's Celery schedule, or an exception saying why it cannot be computed (a row made
+    outside the admin: an interval of 0, a crontab Celery cannot build)."""
+    schedule = model.schedule
+    if schedule is None:
+        raise ValueError("it has no schedule")
+    every = getattr(schedule, "run_every", None)
+    if isinstance(every, dt.timedelta) and every.total_seconds() <= 0:
+        raise ValueError(f"the interval must be positive, not {every.total_seconds():g} s")
+    next_slot(schedule, now)
+    return schedule
+
+
+def _status(model, now, rows, unfinished, workers, route, outcomes) -> JobStatus:
+    monitor = getattr(model, "monitor", None) or JobMonitor(periodic_task=model)
+    success, failure = rows.get(model.success_id), rows.get(model.failure_id)
+    finished, newest_run = rows.get(model.finished_id), rows.get(model.newest_run_id)
+    facts = Facts(model=model, now=now, monitor=monitor, last_handled=model.last_handled,
+                  success=success, failure=failure, newest_run=newest_run, streak=model.streak,
+                  unfinished=unfinished, workers=workers, outcomes=outcomes, route=route)
+    try:
+        facts.schedule = checked_schedule(model, now)
+    except Exception as exc:
+        facts.schedule, facts.schedule_error = None, f"{type(exc).__name__}: {exc}"
+    result = JobStatus(
+        name=model.name, task=model.task, status=Status.OK, pk=model.pk, route=str(route),
+        schedule=schedule_in_words(model),
+        last_success=success["finished_at"] if success else None,
+        last_failure=failure["finished_at"] if failure else None,
+        last_start=(unfinished or {}).get("started") or (newest_run or {}).get("started_at"),
+        consecutive_failures=model.streak,
+    )
+    if finished and finished["started_at"] and finished["finished_at"]:
+        result.last_duration_ms = round(
+            (finished["finished_at"] - finished["started_at"]).total_seconds() * 1000, 1)
+    if unfinished and unfinished["started"]:
+        result.progress = {"started": unfinished["started"].isoformat(),
+                           "worker": unfinished["worker"]}
+    status, reason, predicate = derive(facts)
+    result.status, result.reason = status.value, reason
+    result.cause = "route" if predicate is _unconsumed else ""
+    if model.enabled and facts.schedule is not None and status != Status.EXPIRED:
+        upcoming = upcoming_runs(model, now, 1, last_slot=model.last_handled,
+                                 schedule=facts.schedule)
+        result.next_run = upcoming[0].at if upcoming else None
+    return result
+
+
+def recent_runs(pks, per_job: int = 20) -> dict[int, list]:
+    """The newest ``per_job`` ledger rows of each job in ``pks`` (one query): newest first,
+    ``(state, slot, kind)``."""
+    numbered = Dispatch.objects.filter(periodic_task_id__in=list(pks)).annotate(
+        n=models.Window(models.functions.RowNumber(), partition_by=models.F("periodic_task_id"),
+                        order_by=models.F("slot").desc()))
+    found: dict[int, list] = {}
+    for task_id, state, slot, kind in (numbered.filter(n__lte=per_job)
+                                       .order_by("periodic_task_id", "-slot")
+                                       .values_list("periodic_task_id", "state", "slot", "kind")):
+        found.setdefault(task_id, []).append((state, slot, kind))
+    return found
+
+
+def workers_per_queue(workers) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for worker in workers:
+        for name in worker.queue_names:
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 @dataclass

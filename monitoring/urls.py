@@ -8,4 +8,5 @@ urlpatterns = [
     path("health/scheduler", views.scheduler, name="health-scheduler"),
     path("metrics", views.metrics, name="metrics"),
     path("monitoring/", views.dashboard, name="monitoring-dashboard"),
+    path("monitoring/jobs/<int:pk>/", views.job_detail, name="monitoring-job"),
 ]

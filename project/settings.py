@@ -282,6 +282,18 @@ HEALTH_TOKEN = env_str("HEALTH_TOKEN", "")
 SCHEDULING_DEADMAN_URL = env_str("SCHEDULING_DEADMAN_URL", "")
 # How often the leading beat checks that a live worker consumes every queue it sends to (0: never).
 SCHEDULING_CONSUMER_CHECK_SECONDS = env_int("SCHEDULING_CONSUMER_CHECK_SECONDS", 60, minimum=0)
+# The worker registry: each worker refreshes its row this often; a worker gone without a clean
+# stop counts as dead after SCHEDULING_WORKER_STALE seconds (its running jobs are then lost).
+SCHEDULING_WORKER_HEARTBEAT = env_int("SCHEDULING_WORKER_HEARTBEAT", 10, minimum=1)
+SCHEDULING_WORKER_STALE = env_int(
+    "SCHEDULING_WORKER_STALE", 3 * SCHEDULING_WORKER_HEARTBEAT, minimum=1)
+if SCHEDULING_WORKER_STALE <= SCHEDULING_WORKER_HEARTBEAT:
+    raise ImproperlyConfigured(
+        f"SCHEDULING_WORKER_STALE ({SCHEDULING_WORKER_STALE}s) must be longer than "
+        f"SCHEDULING_WORKER_HEARTBEAT ({SCHEDULING_WORKER_HEARTBEAT}s)."
+    )
+# A run neither finished nor held by a live worker this long after the hard time limit is lost.
+SCHEDULING_LOST_GRACE = env_int("SCHEDULING_LOST_GRACE", 60, minimum=1)
 # Email alerts go to ADMINS (comma-separated addresses) through the SMTP server below.
 ADMINS = [("", address) for address in env_list("DJANGO_ADMINS", [])]
 SERVER_EMAIL = env_str("DJANGO_SERVER_EMAIL", "billing-scheduler@localhost")

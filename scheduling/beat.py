@@ -7,7 +7,7 @@ keeps it so).
 
 from scheduling.engine import services
 from scheduling.engine.checks import SCHEDULER, registered_task_names
-from scheduling.engine.consumers import queue_for
+from scheduling.engine.consumers import Route, queue_for, route_of
 from scheduling.engine.lease import current_lease
 from scheduling.engine.models import (
     BeatHeartbeat,
@@ -16,14 +16,15 @@ from scheduling.engine.models import (
     JobPolicy,
     ScheduleChange,
     ScheduleVersion,
+    WorkerProcess,
 )
 from scheduling.engine.planner import anchor, policy_of, upcoming_runs
 from scheduling.engine.scheduler import LeasedScheduler
-from scheduling.engine.slots import Slot, latest_due, upcoming
+from scheduling.engine.slots import Slot, latest_due, next_slot, upcoming
 
 __all__ = [
-    "SCHEDULER", "BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "LeasedScheduler",
-    "ScheduleChange",
-    "ScheduleVersion", "Slot", "anchor", "current_lease", "latest_due", "policy_of", "queue_for",
-    "registered_task_names", "services", "upcoming", "upcoming_runs",
+    "SCHEDULER", "BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "LeasedScheduler", "Route",
+    "ScheduleChange", "ScheduleVersion", "Slot", "WorkerProcess", "anchor", "current_lease",
+    "latest_due", "next_slot", "policy_of", "queue_for", "registered_task_names", "route_of",
+    "services", "upcoming", "upcoming_runs",
 ]

@@ -82,6 +82,27 @@ def only(db):
 
 
 @pytest.fixture
+def live_worker(db):
+    """A worker registry row: a live worker on the default queue with every task of the app
+    registered (what a real worker writes on start; e2e tests run real ones)."""
+    from django.utils import timezone
+
+    from scheduling.beat import WorkerProcess, registered_task_names
+
+    def register(hostname="w1@test", queues=("celery",), tasks=None, **fields):
+        now = timezone.now()
+        return WorkerProcess.objects.update_or_create(hostname=hostname, defaults={
+            "pid": 1, "started_at": now, "last_seen_at": now, "stopped_at": None,
+            "queues": [{"name": name, "exchange": name, "type": "direct", "routing_key": name}
+                       for name in queues],
+            "tasks": sorted(registered_task_names()) if tasks is None else list(tasks),
+            **fields})[0]
+
+    register()
+    return register
+
+
+@pytest.fixture
 def broker():
     """The test broker (Redis DB 15), empty before and after the test."""
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)

@@ -53,9 +53,10 @@ def status_at(model, now, **kw):
         pk=model.pk), now, **kw)
 
 
-def test_ok_late_queued_running_slow_failing_paused_never_run(only):
+def test_ok_late_queued_running_slow_failing_paused_never_run(only, live_worker):
     model = job()
-    assert status_at(model, T0 + dt.timedelta(seconds=30)).status == "never_run"
+    first = status_at(model, T0 + dt.timedelta(seconds=30))
+    assert first.status == "never_run", first.reason
     assert status_at(model, T0 + minutes(4)).status == "late"  # 12:01 + 120 s grace passed
     run(model, T0 + minutes(1))
     run(model, T0 + minutes(2))
@@ -80,7 +81,7 @@ def test_ok_late_queued_running_slow_failing_paused_never_run(only):
     assert status_at(model, T0 + minutes(60)).status == "paused"
 
 
-def test_missed_and_skipped_slots_count_as_handled_by_the_scheduler(only):
+def test_missed_and_skipped_slots_count_as_handled_by_the_scheduler(only, live_worker):
     model = job()
     run(model, T0 + minutes(1))
     Dispatch.objects.create(periodic_task=model, slot=T0 + minutes(9), kind="missed",
@@ -90,7 +91,7 @@ def test_missed_and_skipped_slots_count_as_handled_by_the_scheduler(only):
     assert status_at(model, T0 + minutes(10) + dt.timedelta(seconds=30)).status == "ok"
 
 
-def test_interval_job_status_follows_its_slots(only):
+def test_interval_job_status_follows_its_slots(only, live_worker):
     every, _ = IntervalSchedule.objects.get_or_create(every=10, period="minutes")
     model = job("every-10-min", interval=every)
     assert status_at(model, T0 + minutes(11)).status == "never_run"
@@ -100,7 +101,7 @@ def test_interval_job_status_follows_its_slots(only):
     assert status_at(model, T0 + minutes(23)).status == "late"
 
 
-def test_crontab_in_berlin_across_the_spring_forward_day(only):
+def test_crontab_in_berlin_across_the_spring_forward_day(only, live_worker):
     # Daily at 02:30 Europe/Berlin; 29 March 2026 has no 02:30: the run is due at 03:30 CEST.
     cron = CrontabSchedule.objects.create(minute="30", hour="2", timezone="Europe/Berlin")
     model = job("nightly", crontab=cron, anchor=dt.datetime(2026, 3, 28, 2, 0, tzinfo=dt.UTC))
@@ -112,7 +113,7 @@ def test_crontab_in_berlin_across_the_spring_forward_day(only):
     assert after.status == "late" and "01:30:00 UTC" in after.reason
 
 
-def test_outcome_check_catches_a_job_that_succeeds_without_doing_its_work(only):
+def test_outcome_check_catches_a_job_that_succeeds_without_doing_its_work(only, live_worker):
     model = job()
     now = T0 + minutes(10)
     Coupon.objects.create(code="OLD", expires_at=T0)  # due long ago, still active

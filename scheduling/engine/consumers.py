@@ -7,20 +7,68 @@ unseen."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
+from dataclasses import dataclass
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 
-def queue_for(app, task: str, queue: str | None = None, routing_key: str | None = None) -> str:
-    """The queue a job's message goes to: its own queue (or routing key on the default exchange),
-    else Celery's routing for the task (task_routes, the task's queue option, the default)."""
-    if queue or routing_key:
-        return queue or routing_key
+@dataclass(frozen=True)
+class Route:
+    """Where a job's message goes: a queue, or an exchange and routing key (``queue`` None)."""
+
+    queue: str | None
+    exchange: str = ""
+    routing_key: str = ""
+
+    def __str__(self) -> str:
+        if self.queue:
+            return f"queue '{self.queue}'"
+        return f"exchange '{self.exchange}' with routing key '{self.routing_key}'"
+
+    def consumed_by(self, queues) -> bool:
+        """Does one of ``queues`` (the registry's ``{name, exchange, type, routing_key}``) take
+        this message?"""
+        for queue in queues:
+            if self.queue is not None:
+                if queue.get("name") == self.queue:
+                    return True
+            elif queue.get("exchange") == self.exchange and _binds(queue, self.routing_key):
+                return True
+        return False
+
+
+def _binds(queue: dict, key: str) -> bool:
+    kind, binding = queue.get("type") or "direct", queue.get("routing_key") or ""
+    if kind == "fanout":
+        return True
+    if kind == "topic":  # AMQP topic: * one word, # zero or more words
+        pattern = re.escape(binding).replace(r"\#", ".*").replace(r"\*", "[^.]+")
+        return re.fullmatch(pattern, key) is not None
+    return binding == key
+
+
+def route_of(app, task: str, queue: str | None = None, exchange: str | None = None,
+             routing_key: str | None = None) -> Route:
+    """The route of a job's message: its own queue, its exchange and routing key, a routing key
+    on the default exchange (the queue of that name), else Celery's routing for the task
+    (task_routes, the task's queue option, the default queue)."""
+    if queue:
+        return Route(queue)
+    if exchange:
+        return Route(None, exchange, routing_key or "")
+    if routing_key:
+        return Route(routing_key)
     routed = app.amqp.router.route({}, task).get("queue")
-    return getattr(routed, "name", None) or app.conf.task_default_queue
+    return Route(getattr(routed, "name", None) or app.conf.task_default_queue)
+
+
+def queue_for(app, task: str, queue: str | None = None, routing_key: str | None = None) -> str:
+    """The queue a job's message goes to (see ``route_of``)."""
+    return route_of(app, task, queue, None, routing_key).queue
 
 
 class ConsumerWatch:

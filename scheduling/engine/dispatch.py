@@ -111,10 +111,12 @@ class Dispatcher:
         self.resent_at: dt.datetime | None = None
 
     def resend_if_due(self, now: dt.datetime, producer) -> None:
-        """Re-send rows a dead beat reserved, at most every few seconds."""
+        """At most every few seconds: re-send rows a dead beat reserved, and resolve runs that
+        can never finish (``ledger.mark_lost``) so the overlap policy stops waiting for them."""
         if self.resent_at is None or now - self.resent_at >= RESEND_AFTER / 3:
-            resend_reserved(older_than=now - RESEND_AFTER, app=self.app, producer=producer)
             self.resent_at = now
+            ledger.mark_lost(now)
+            resend_reserved(older_than=now - RESEND_AFTER, app=self.app, producer=producer)
 
     def send_due(self, planner: Planner, now: dt.datetime, producer) -> list[Dispatch]:
         due_jobs = planner.pop_due(now)

@@ -22,6 +22,7 @@ import datetime as dt
 import uuid
 
 import structlog
+from django.conf import settings
 from django.db import DatabaseError, InterfaceError, transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -167,14 +168,80 @@ def on_task_success(sender=None, result=None, **kwargs):
                 log.error("ledger.write_failed", task_id=task_id, error=str(exc))
 
 
-def on_task_failure(sender=None, task_id=None, **kwargs):
+def on_task_failure(sender=None, task_id=None, exception=None, **kwargs):
     # Sent for the final failure only (a retry raises Retry, not a failure), including from the
     # worker's main process when the pool process was killed or hit the hard time limit, where
     # ``sender.request`` is not this task's: so match by task id alone, like the other handlers.
     if task_id:
         started = getattr(sender.request, "ledger_started_at", None) if sender else None
+        error = f"{type(exception).__name__}: {exception}"[:500] if exception else ""
         _mark(task_id, state=Dispatch.State.FAILED, started_at=started,
-              finished_at=timezone.now())
+              finished_at=timezone.now(), error=error)
+
+
+def on_task_unknown(sender=None, name=None, id=None, **kwargs):
+    """The worker had no task of that name: it discarded the message (no failure signal, no
+    dead letter). The run is failed, with the reason."""
+    if id:
+        worker = getattr(sender, "hostname", "a worker")
+        _mark(id, state=Dispatch.State.FAILED, finished_at=timezone.now(),
+              error=f"task '{name}' is not registered on {worker}, which discarded the message")
+
+
+def on_task_revoked(sender=None, request=None, terminated=False, expired=False, **kwargs):
+    task_id = getattr(request, "id", None)
+    if not task_id:
+        return
+    if expired:
+        _mark(task_id, state=Dispatch.State.EXPIRED, finished_at=timezone.now(),
+              error="the message expired before a worker took it")
+    else:
+        _mark(task_id, state=Dispatch.State.FAILED, finished_at=timezone.now(),
+              error="terminated" if terminated else "revoked before it ran")
+
+
+def lost_runs(now: dt.datetime) -> list[tuple[str, str]]:
+    """Sent runs that can never finish any more, as ``(task id, reason)``: started by a worker
+    that has left the registry (stopped, or silent longer than ``SCHEDULING_WORKER_STALE``), or
+    neither finished nor started within the hard time limit plus ``SCHEDULING_LOST_GRACE``."""
+    from django_celery_results.models import TaskResult
+
+    from scheduling.engine.models import WorkerProcess
+
+    limit = settings.CELERY_TASK_TIME_LIMIT + settings.SCHEDULING_LOST_GRACE
+    rows = dict(Dispatch.objects.unfinished().filter(state=Dispatch.State.SENT)
+                .values_list("task_id", "dispatched_at"))
+    if not rows:
+        return []
+    started = {task_id: (worker, at) for task_id, worker, at in TaskResult.objects.filter(
+        task_id__in=list(rows), status="STARTED").values_list("task_id", "worker", "date_started")}
+    workers = {w.hostname: w for w in WorkerProcess.objects.filter(
+        hostname__in=[worker for worker, _ in started.values() if worker])}
+    live = set(WorkerProcess.objects.live(now).filter(hostname__in=list(workers))
+               .values_list("hostname", flat=True))
+    lost = []
+    for task_id, dispatched_at in rows.items():
+        worker, started_at = started.get(task_id, (None, None))
+        if worker in workers and worker not in live:
+            gone = "stopped" if workers[worker].stopped_at else (
+                f"silent for more than {settings.SCHEDULING_WORKER_STALE} s")
+            lost.append((task_id, f"the worker {worker} that ran it is gone ({gone})"))
+        elif now - (started_at or dispatched_at) > dt.timedelta(seconds=limit):
+            what = "finished" if started_at else "started"
+            lost.append((task_id, f"not {what} within the hard time limit plus grace ({limit} s)"))
+    return lost
+
+
+def mark_lost(now: dt.datetime) -> int:
+    """Resolve the runs ``lost_runs`` finds: state ``lost`` with the reason (compare-and-set on
+    ``sent``), so the overlap policy stops waiting for them. A lost run that ends after all
+    still records its result."""
+    marked = 0
+    for task_id, reason in lost_runs(now):
+        marked += Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.SENT).update(
+            state=Dispatch.State.LOST, error=reason)
+        log.error("ledger.run_lost", task_id=task_id, reason=reason)
+    return marked
 
 
 def _add_second_run(task_id: str, summary: dict | None) -> None:

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 __all__ = ["BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "ScheduleChange",
-           "ScheduleVersion"]
+           "ScheduleVersion", "WorkerProcess"]
 
 
 class BeatLease(models.Model):
@@ -149,6 +149,8 @@ class Dispatch(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         NOT_SENT = "not_sent"  # missed / skipped rows
+        LOST = "lost"  # can never finish any more (``error`` says why); nothing waits for it
+        EXPIRED = "expired"  # the message expired before a worker took it
 
     periodic_task = models.ForeignKey(PeriodicTask, on_delete=models.CASCADE, related_name="+")
     slot = models.DateTimeField(help_text="When the run was due (nominal time).")
@@ -163,6 +165,7 @@ class Dispatch(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True, help_text="What the run returned (counts).")
+    error = models.TextField(blank=True, help_text="Why the run is lost, expired or failed.")
 
     objects = DispatchQuerySet.as_manager()
 
@@ -181,6 +184,9 @@ class Dispatch(models.Model):
             models.Index(fields=["periodic_task", "dispatched_at"],
                          condition=Q(state__in=["reserved", "sent"]),
                          name="dispatch_unfinished_idx"),
+            # Consumer: monitoring's "newest success of every job" (one index probe per job).
+            models.Index(fields=["periodic_task", "-slot"], condition=Q(state="succeeded"),
+                         name="dispatch_succeeded_idx"),
         ]
 
     def __str__(self):
@@ -271,3 +277,40 @@ class ScheduleChange(models.Model):
 
     def __str__(self):
         return f"{self.task_name} {self.action} by {self.changed_by} at {self.changed_at}"
+
+
+class WorkerProcessQuerySet(models.QuerySet):
+    def live(self, now: dt.datetime):
+        """Workers that stopped cleanly are out at once; one that died without a clean stop
+        after ``SCHEDULING_WORKER_STALE`` seconds without a heartbeat."""
+        stale = now - dt.timedelta(seconds=settings.SCHEDULING_WORKER_STALE)
+        return self.filter(stopped_at__isnull=True, last_seen_at__gte=stale)
+
+
+class WorkerProcess(models.Model):
+    """The worker registry: one row per worker (by hostname), written by the worker itself when
+    it starts, refreshed every ``SCHEDULING_WORKER_HEARTBEAT`` seconds, stamped on a clean stop.
+    Monitoring reads which queues have a live consumer and which task names a live worker can
+    run from here, without a broadcast to the workers."""
+
+    hostname = models.CharField(max_length=255, unique=True)  # celery's node name, name@host
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list, help_text="[{name, exchange, type, routing_key}]")
+    tasks = models.JSONField(default=list, help_text="Task names registered on the worker.")
+    concurrency = models.PositiveIntegerField(null=True)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = WorkerProcessQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "worker"
+        ordering = ["hostname"]
+
+    def __str__(self):
+        return f"worker {self.hostname}"
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [queue.get("name", "") for queue in self.queues or ()]

@@ -42,16 +42,23 @@ def policy_of(model: PeriodicTask) -> JobPolicy:
     return getattr(model, "policy", None) or JobPolicy(periodic_task=model)
 
 
-def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5) -> list[slots.Slot]:
+_UNKNOWN = object()
+
+
+def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5, *,
+                  last_slot=_UNKNOWN, schedule=None) -> list[slots.Slot]:
     """The next ``count`` slots of ``model`` after ``now``, as beat will compute them (an
-    interval counts from the job's last ledger slot)."""
-    try:
-        schedule = model.schedule
-    except Exception:
-        return []
+    interval counts from the job's last ledger slot: pass ``last_slot`` when it is known, else
+    it is read)."""
+    if schedule is None:
+        try:
+            schedule = model.schedule
+        except Exception:
+            return []
     if isinstance(schedule, slots.schedules.schedule):
-        last = Dispatch.objects.last_slots([model.pk]).get(model.pk)
-        start = anchor(model, policy_of(model), last)
+        if last_slot is _UNKNOWN:
+            last_slot = Dispatch.objects.last_slots([model.pk]).get(model.pk)
+        start = anchor(model, policy_of(model), last_slot)
         every = schedule.run_every
         if start < now:
             start += int((now - start) / every) * every

@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-jobs", action="store_true",
                             help="Check the beat only, not each job's status.")
         parser.add_argument("--workers", action="store_true",
-                            help="Also require at least one worker to answer ping.")
+                            help="Also require a live worker in the worker registry.")
         parser.add_argument("--alert", action="store_true",
                             help="Also send notifications for state changes (see MONITORING_*).")
 
