@@ -132,6 +132,8 @@ class Facts:
     success: dict | None  # newest succeeded row
     failure: dict | None  # newest failed row
     newest_run: dict | None  # newest scheduled or manual run, any state
+    lost: dict | None  # newest lost run
+    expired: dict | None  # newest run whose message expired unrun
     streak: int  # failed runs since the newest success
     unfinished: dict | None  # oldest run still reserved / sent, with ``started`` / ``worker``
     workers: list  # live WorkerProcess rows
@@ -190,15 +192,15 @@ def _unconsumed(f: Facts):
 
 
 def _lost(f: Facts):
-    row = f.newest_run
-    if row and row["state"] == Dispatch.State.LOST and f.since_success(row):
+    row = f.lost
+    if f.since_success(row):
         return f"the run due at {_at(row['slot'])} is lost: {row['error'] or 'no reason recorded'}"
     return None
 
 
 def _message_expired(f: Facts):
-    row = f.newest_run
-    if row and row["state"] == Dispatch.State.EXPIRED and f.since_success(row):
+    row = f.expired
+    if f.since_success(row):
         return f"the run due at {_at(row['slot'])}: message expired before a worker took it"
     return None
 
@@ -341,6 +343,8 @@ def annotated_tasks(queryset=None):
         success_id=_newest(succeeded),
         failure_id=_newest(ledger.filter(state=Dispatch.State.FAILED)),
         newest_run_id=_newest(ledger.filter(kind__in=RUNS)),
+        lost_id=_newest(ledger.filter(state=Dispatch.State.LOST)),
+        expired_id=_newest(ledger.filter(state=Dispatch.State.EXPIRED)),
         finished_id=_newest(ledger.filter(kind__in=RUNS, state__in=(
             Dispatch.State.SUCCEEDED, Dispatch.State.FAILED), started_at__isnull=False)),
         streak=Coalesce(Subquery(streak), 0),
@@ -387,7 +391,8 @@ def job_statuses(now: dt.datetime, *, outcomes: bool = True, pks=None,
         tasks = tasks.filter(pk__in=list(pks))
     models_ = list(annotated_tasks(tasks).order_by("name"))
     ids = {getattr(m, name) for m in models_
-           for name in ("success_id", "failure_id", "newest_run_id", "finished_id")}
+           for name in ("success_id", "failure_id", "newest_run_id", "finished_id", "lost_id",
+                         "expired_id")}
     ids.discard(None)
     rows = {row["id"]: row for row in Dispatch.objects.filter(pk__in=ids).values(*ROW_FIELDS)}
     enabled = [m.pk for m in models_ if m.enabled]
@@ -421,6 +426,7 @@ def _status(model, now, rows, unfinished, workers, route, outcomes) -> JobStatus
     finished, newest_run = rows.get(model.finished_id), rows.get(model.newest_run_id)
     facts = Facts(model=model, now=now, monitor=monitor, last_handled=model.last_handled,
                   success=success, failure=failure, newest_run=newest_run, streak=model.streak,
+                  lost=rows.get(model.lost_id), expired=rows.get(model.expired_id),
                   unfinished=unfinished, workers=workers, outcomes=outcomes, route=route)
     try:
         facts.schedule = checked_schedule(model, now)

@@ -116,6 +116,11 @@ def test_an_expired_message_and_missed_slots_are_told_apart(only, live_worker):
         error="the message expired before a worker took it")
     status = job_status(model, NOW)
     assert status.status == "queued" and "message expired before a worker took it" in status.reason
+    # A newer run still waiting does not hide it: red until a run succeeds.
+    row(model, NOW - dt.timedelta(seconds=2), state="sent")
+    assert "message expired" in job_status(model, NOW).reason
+    row(model, NOW - dt.timedelta(seconds=1))
+    assert job_status(model, NOW).status == "ok"
     # Slots recorded as missed keep it red until a run succeeds: nothing did the work.
     other = job("k", seconds=60, anchor=NOW - dt.timedelta(hours=2))
     row(other, NOW - dt.timedelta(hours=1, minutes=59))

@@ -187,6 +187,11 @@ class Dispatch(models.Model):
             # Consumer: monitoring's "newest success of every job" (one index probe per job).
             models.Index(fields=["periodic_task", "-slot"], condition=Q(state="succeeded"),
                          name="dispatch_succeeded_idx"),
+            # Consumer: monitoring's newest failed / lost / expired run of every job (rare
+            # states: without it each probe walks the job's whole history).
+            models.Index(fields=["periodic_task", "-slot"],
+                         condition=Q(state__in=["failed", "lost", "expired"]),
+                         name="dispatch_unsuccessful_idx"),
         ]
 
     def __str__(self):

@@ -43,4 +43,8 @@ class Migration(migrations.Migration):
             model_name='dispatch',
             index=models.Index(condition=models.Q(('state', 'succeeded')), fields=['periodic_task', '-slot'], name='dispatch_succeeded_idx'),
         ),
+        migrations.AddIndex(
+            model_name='dispatch',
+            index=models.Index(condition=models.Q(('state__in', ['failed', 'lost', 'expired'])), fields=['periodic_task', '-slot'], name='dispatch_unsuccessful_idx'),
+        ),
     ]
