@@ -135,12 +135,25 @@ class Facts:
     lost: dict | None  # newest lost run
     expired: dict | None  # newest run whose message expired unrun
     streak: int  # failed runs since the newest success
-    unfinished: dict | None  # oldest run still reserved / sent, with ``started`` / ``worker``
+    unfinished: list  # runs still reserved / sent, oldest first, with ``started`` / ``worker``
     workers: list  # live WorkerProcess rows
     outcomes: bool = True
     schedule: object = None
     schedule_error: str = ""
     route: object = None
+
+    @property
+    def running(self) -> dict | None:
+        """The oldest unfinished run that has started."""
+        return next((row for row in self.unfinished if row["started"]), None)
+
+    @property
+    def waiting(self) -> dict | None:
+        """The oldest run not started yet and newer than the newest success (an older one does
+        not count: a later run did the work; its message was dropped or is still queued, and the
+        ledger marks it lost past the hard limit)."""
+        return next((row for row in self.unfinished
+                     if not row["started"] and self.since_success(row)), None)
 
     @property
     def grace(self) -> dt.timedelta:
@@ -206,15 +219,15 @@ def _message_expired(f: Facts):
 
 
 def _not_started(f: Facts):
-    row = f.unfinished
-    if row and not row["started"] and f.now - row["dispatched_at"] > f.grace:
+    row = f.waiting
+    if row and f.now - row["dispatched_at"] > f.grace:
         return f"dispatched {_ago(f.now, row['dispatched_at'])} ago and not started"
     return None
 
 
 def _slow(f: Facts):
-    row = f.unfinished
-    if row and row["started"] and (
+    row = f.running
+    if row and (
             (f.now - row["started"]).total_seconds() > f.monitor.max_runtime_seconds):
         return (f"running for {_ago(f.now, row['started'])}, more than its max runtime of "
                 f"{f.monitor.max_runtime_seconds} s")
@@ -267,7 +280,7 @@ def _not_done(f: Facts):
 
 
 def _running(f: Facts):
-    return "running" if f.unfinished and f.unfinished["started"] else None
+    return "running" if f.running else None
 
 
 def _never_run(f: Facts):
@@ -351,19 +364,19 @@ def annotated_tasks(queryset=None):
     )
 
 
-def _unfinished_runs(task_ids) -> dict[int, dict]:
-    """The oldest unfinished run of each job, with when it started and on which worker (from
-    django-celery-results' STARTED row), in one query."""
+def _unfinished_runs(task_ids) -> dict[int, list[dict]]:
+    """The unfinished runs of each job, oldest first, with when each started and on which worker
+    (from django-celery-results' STARTED row), in one query."""
     results = TaskResult.objects.filter(task_id=OuterRef("task_id"), status="STARTED")
     rows = (Dispatch.objects.unfinished().filter(periodic_task_id__in=task_ids)
             .annotate(started=Subquery(results.values("date_started")[:1]),
                       worker=Subquery(results.values("worker")[:1]))
             .order_by("periodic_task_id", "slot")
             .values("periodic_task_id", *ROW_FIELDS, "started", "worker"))
-    oldest: dict[int, dict] = {}
+    found: dict[int, list[dict]] = {}
     for row in rows:
-        oldest.setdefault(row["periodic_task_id"], row)
-    return oldest
+        found.setdefault(row["periodic_task_id"], []).append(row)
+    return found
 
 
 def _routes(models_) -> dict:
@@ -399,7 +412,7 @@ def job_statuses(now: dt.datetime, *, outcomes: bool = True, pks=None,
     unfinished = _unfinished_runs(enabled) if enabled else {}
     workers = live_workers(now)
     routes = _routes(models_)
-    return [_status(model, now, rows, unfinished.get(model.pk), workers, routes[model.pk],
+    return [_status(model, now, rows, unfinished.get(model.pk, []), workers, routes[model.pk],
                     outcomes) for model in models_]
 
 
@@ -437,15 +450,15 @@ def _status(model, now, rows, unfinished, workers, route, outcomes) -> JobStatus
         schedule=schedule_in_words(model),
         last_success=success["finished_at"] if success else None,
         last_failure=failure["finished_at"] if failure else None,
-        last_start=(unfinished or {}).get("started") or (newest_run or {}).get("started_at"),
+        last_start=(facts.running or {}).get("started") or (newest_run or {}).get("started_at"),
         consecutive_failures=model.streak,
     )
     if finished and finished["started_at"] and finished["finished_at"]:
         result.last_duration_ms = round(
             (finished["finished_at"] - finished["started_at"]).total_seconds() * 1000, 1)
-    if unfinished and unfinished["started"]:
-        result.progress = {"started": unfinished["started"].isoformat(),
-                           "worker": unfinished["worker"]}
+    if facts.running:
+        result.progress = {"started": facts.running["started"].isoformat(),
+                           "worker": facts.running["worker"]}
     status, reason, predicate = derive(facts)
     result.status, result.reason = status.value, reason
     result.cause = "route" if predicate is _unconsumed else ""

@@ -167,3 +167,16 @@ def test_the_number_of_queries_does_not_grow_with_the_jobs(only, live_worker, co
         statuses = job_statuses(NOW, outcomes=False)
     assert len(statuses) == count
     assert len(queries) == 4, [q["sql"][:120] for q in queries]
+
+
+def test_a_dropped_message_older_than_a_success_does_not_hold_the_job_red(only, live_worker):
+    model = job("j", seconds=600, anchor=NOW - dt.timedelta(hours=1))
+    row(model, NOW - dt.timedelta(minutes=5), state="sent")  # dropped: never starts
+    assert job_status(model, NOW).status == "queued"
+    row(model, NOW - dt.timedelta(seconds=30))  # a later run did the work
+    assert job_status(model, NOW).status == "ok"
+    row(model, NOW - dt.timedelta(seconds=10), state="sent")  # waiting, within the grace
+    assert job_status(model, NOW).status == "ok"
+    WorkerProcess.objects.update(last_seen_at=NOW + dt.timedelta(minutes=3))
+    late = job_status(model, NOW + dt.timedelta(minutes=3))
+    assert late.status == "queued" and "not started" in late.reason

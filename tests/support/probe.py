@@ -113,3 +113,12 @@ def slow(seconds, marker):
     Path(marker).touch()
     time.sleep(seconds)
     return seconds
+
+
+@app.task(name="tests.hold")
+def hold(path):
+    """Runs while the file ``path`` exists (touches ``path.started`` first): a run in flight for
+    as long as a test needs one."""
+    Path(f"{path}.started").touch()
+    while Path(path).exists():
+        time.sleep(0.05)

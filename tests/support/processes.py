@@ -58,11 +58,12 @@ def celery(*args: str, app: str = "project") -> list[str]:
 
 
 def worker(env: dict, log_dir: Path, hostname: str, app: str = "project",
-           concurrency: int = 1) -> Service:
+           concurrency: int = 1, queues: str | None = None) -> Service:
     return Service(
         "worker",
         celery(
             "worker",
+            *([f"--queues={queues}"] if queues else []),
             "-E",
             "--loglevel=INFO",
             "--pool=prefork",
