@@ -92,6 +92,8 @@ def main():
             ("/health/scheduler", lambda: client.get("/health/scheduler", **token)),
             ("/metrics", lambda: client.get("/metrics", **token)),
             ("/monitoring/ (first page)", lambda: client.get("/monitoring/")),
+            ("reference: periodic task admin list",
+             lambda: client.get("/admin/django_celery_beat/periodictask/")),
         ):
             name, took, queries = measure(label, call)
             print(f"| {size:,} | {name} | {took:.2f} s | {queries} |", flush=True)

@@ -89,6 +89,11 @@ if _database_url:
         )
     if _db["ENGINE"] == "django.db.backends.postgresql":
         _db["CONN_HEALTH_CHECKS"] = True
+        # No JIT: the status query (one row per job, a dozen index-probe subqueries) is costed
+        # past jit_above_cost and PostgreSQL then spends ~350 ms compiling it to run 20 ms
+        # (measured at 1,000 jobs, bench/status.py). Short OLTP queries never gain from JIT.
+        options = _db.setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c jit=off".strip()
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
 
