@@ -20,6 +20,7 @@ import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from celery import current_app
 from django.conf import settings
@@ -33,13 +34,13 @@ from monitoring.models import JobMonitor
 from scheduling.beat import (
     BeatHeartbeat,
     Dispatch,
+    JobPolicy,
     ScheduleVersion,
     WorkerProcess,
     anchor,
     current_lease,
     latest_due,
     next_slot,
-    policy_of,
     route_of,
     upcoming_runs,
 )
@@ -67,6 +68,8 @@ ALERTING = BAD - {Status.SLOW}  # what the liveness check exits 1 for (slow is a
 RUNS = (Dispatch.Kind.SCHEDULED, Dispatch.Kind.MANUAL)
 COUNTING = (Dispatch.Kind.SCHEDULED, Dispatch.Kind.MISSED, Dispatch.Kind.SKIPPED)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: What a job without its own row uses (read only; unsaved, shared by every such job).
+DEFAULT_MONITOR, DEFAULT_POLICY = JobMonitor(), JobPolicy()
 ROW_FIELDS = ("id", "slot", "kind", "state", "task_id", "dispatched_at", "started_at",
               "finished_at", "result", "error")
 
@@ -110,6 +113,14 @@ def schedule_in_words(model: PeriodicTask) -> str:
         return str(model.interval or model.clocked or model.solar or "-")
     except Exception as exc:  # a row made outside the admin
         return f"invalid schedule ({type(exc).__name__})"
+
+
+def _words(model: PeriodicTask, cache: dict) -> str:
+    """``schedule_in_words``, once per distinct schedule row (jobs share them)."""
+    key = (model.interval_id, model.crontab_id, model.solar_id, model.clocked_id)
+    if key not in cache:
+        cache[key] = schedule_in_words(model)
+    return cache[key]
 
 
 def _ago(now, then) -> str:
@@ -159,9 +170,9 @@ class Facts:
     def grace(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.monitor.grace_seconds)
 
-    @property
+    @cached_property
     def policy(self):
-        return policy_of(self.model)
+        return getattr(self.model, "policy", None) or DEFAULT_POLICY
 
     def since_success(self, row: dict | None) -> bool:
         """Is ``row`` newer than the newest success (so not resolved by it)?"""
@@ -411,9 +422,9 @@ def job_statuses(now: dt.datetime, *, outcomes: bool = True, pks=None,
     enabled = [m.pk for m in models_ if m.enabled]
     unfinished = _unfinished_runs(enabled) if enabled else {}
     workers = live_workers(now)
-    routes = _routes(models_)
+    routes, words = _routes(models_), {}
     return [_status(model, now, rows, unfinished.get(model.pk, []), workers, routes[model.pk],
-                    outcomes) for model in models_]
+                    outcomes, words) for model in models_]
 
 
 def job_status(model: PeriodicTask, now: dt.datetime, *, outcomes: bool = True) -> JobStatus:
@@ -433,8 +444,8 @@ def checked_schedule(model: PeriodicTask, now: dt.datetime):
     return schedule
 
 
-def _status(model, now, rows, unfinished, workers, route, outcomes) -> JobStatus:
-    monitor = getattr(model, "monitor", None) or JobMonitor(periodic_task=model)
+def _status(model, now, rows, unfinished, workers, route, outcomes, words=None) -> JobStatus:
+    monitor = getattr(model, "monitor", None) or DEFAULT_MONITOR
     success, failure = rows.get(model.success_id), rows.get(model.failure_id)
     finished, newest_run = rows.get(model.finished_id), rows.get(model.newest_run_id)
     facts = Facts(model=model, now=now, monitor=monitor, last_handled=model.last_handled,
@@ -447,7 +458,7 @@ def _status(model, now, rows, unfinished, workers, route, outcomes) -> JobStatus
         facts.schedule, facts.schedule_error = None, f"{type(exc).__name__}: {exc}"
     result = JobStatus(
         name=model.name, task=model.task, status=Status.OK, pk=model.pk, route=str(route),
-        schedule=schedule_in_words(model),
+        schedule=_words(model, {} if words is None else words),
         last_success=success["finished_at"] if success else None,
         last_failure=failure["finished_at"] if failure else None,
         last_start=(facts.running or {}).get("started") or (newest_run or {}).get("started_at"),
@@ -464,7 +475,7 @@ def _status(model, now, rows, unfinished, workers, route, outcomes) -> JobStatus
     result.cause = "route" if predicate is _unconsumed else ""
     if model.enabled and facts.schedule is not None and status != Status.EXPIRED:
         upcoming = upcoming_runs(model, now, 1, last_slot=model.last_handled,
-                                 schedule=facts.schedule)
+                                 schedule=facts.schedule, policy=facts.policy)
         result.next_run = upcoming[0].at if upcoming else None
     return result
 

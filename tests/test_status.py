@@ -180,3 +180,59 @@ def test_a_dropped_message_older_than_a_success_does_not_hold_the_job_red(only, 
     WorkerProcess.objects.update(last_seen_at=NOW + dt.timedelta(minutes=3))
     late = job_status(model, NOW + dt.timedelta(minutes=3))
     assert late.status == "queued" and "not started" in late.reason
+
+
+def test_metrics_carry_each_jobs_status_stage_and_the_workers_per_queue(
+        only, live_worker, client, settings):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    settings.HEALTH_TOKEN, settings.MONITORING_HEALTH_CACHE = "s3cret-token", 0
+    job("reports", queue="reports")
+    done = job("done", seconds=600, anchor=timezone.now() - dt.timedelta(minutes=15))
+    row(done, timezone.now() - dt.timedelta(minutes=5))
+    lost = job("gone", seconds=600)
+    row(lost, timezone.now() - dt.timedelta(minutes=1), state="lost", error="worker gone")
+    live_worker("w2@test", queues=("celery", "other"))
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert response.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert samples[("billing_job_stage", (("job", "reports"), ("stage", "queued")))] == 1
+    assert samples[("billing_job_stage", (("job", "gone"), ("stage", "lost")))] == 1
+    assert samples[("billing_job_status", (("job", "done"), ("status", "ok")))] == 1
+    assert samples[("billing_job_status", (("job", "done"), ("status", "late")))] == 0
+    assert sum(v for (name, labels), v in samples.items()
+               if name == "billing_job_status" and ("job", "done") in labels) == 1
+    assert ("billing_job_last_success_timestamp_seconds", (("job", "done"),)) in samples
+    assert samples[("billing_runs_lost", ())] == 1
+    assert samples[("billing_workers", (("queue", "celery"),))] == 2
+    assert samples[("billing_workers", (("queue", "other"),))] == 1
+    assert samples[("billing_workers_online", ())] == 2
+
+
+def test_the_pages_cost_the_same_number_of_queries_at_10_and_60_jobs(
+        only, live_worker, admin_client, settings):
+    settings.HEALTH_TOKEN, settings.MONITORING_HEALTH_CACHE = "s3cret-token", 0
+    token = {"HTTP_AUTHORIZATION": "Bearer s3cret-token"}
+    pages = {"admin list": lambda: admin_client.get("/admin/django_celery_beat/periodictask/"),
+             "dashboard": lambda: admin_client.get("/monitoring/"),
+             "metrics": lambda: admin_client.get("/metrics", **token)}
+
+    def counts():
+        found = {}
+        for name, get in pages.items():
+            with CaptureQueriesContext(connection) as queries:
+                assert get().status_code == 200, name
+            found[name] = len(queries)
+        return found
+
+    _jobs(10)
+    at_10 = counts()
+    interval = every(60)
+    for i in range(50):
+        model = PeriodicTask.objects.create(name=f"more-{i:03d}", task="tests.noop",
+                                            interval=interval)
+        row(model, NOW - dt.timedelta(minutes=1))
+    assert counts() == at_10

@@ -46,7 +46,7 @@ _UNKNOWN = object()
 
 
 def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5, *,
-                  last_slot=_UNKNOWN, schedule=None) -> list[slots.Slot]:
+                  last_slot=_UNKNOWN, schedule=None, policy=None) -> list[slots.Slot]:
     """The next ``count`` slots of ``model`` after ``now``, as beat will compute them (an
     interval counts from the job's last ledger slot: pass ``last_slot`` when it is known, else
     it is read)."""
@@ -58,7 +58,7 @@ def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5, *,
     if isinstance(schedule, slots.schedules.schedule):
         if last_slot is _UNKNOWN:
             last_slot = Dispatch.objects.last_slots([model.pk]).get(model.pk)
-        start = anchor(model, policy_of(model), last_slot)
+        start = anchor(model, policy or policy_of(model), last_slot)
         every = schedule.run_every
         if start < now:
             start += int((now - start) / every) * every
