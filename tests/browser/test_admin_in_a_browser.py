@@ -257,3 +257,74 @@ def test_the_admin_is_styled_under_gunicorn_with_production_settings(browser, tm
         context.close()
     finally:
         web.stop()
+
+
+def test_the_page_of_a_job_shows_its_status_runs_chart_changes_and_dead_letters(page,
+                                                                               processes):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from scheduling.beat import Dispatch, services
+
+    PeriodicTask.objects.all().delete()
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period="seconds")
+    job = PeriodicTask.objects.create(name="expire-coupons", task="scheduling.expire_coupons",
+                                      interval=every)
+    JobMonitor.objects.create(periodic_task=job, grace=2)
+    ops = get_user_model().objects.get(username="ops")
+    jobs = PeriodicTask.objects.filter(pk=job.pk)
+    services.pause(jobs, by=ops, reason="incident <b>42</b>")
+    services.resume(jobs, by=ops, reason="fixed")
+    processes("worker")
+    the_beat = processes("beat")
+    done = Dispatch.objects.filter(periodic_task=job, state="succeeded")
+    eventually(done.count, lambda n: n >= 4, 40, "four real runs of expire-coupons",
+               [the_beat])
+    the_beat.stop()  # no beat: the job turns late, its page says why
+    # Rows of the kinds the chart marks, between the real runs (what beat and the ledger write
+    # on a missed slot, a skipped one, a lost run and a failed one).
+    slots = sorted(done.values_list("slot", flat=True))
+    half = dt.timedelta(milliseconds=500)
+    for slot, kind, state, error in [
+        (slots[0] + half, "missed", "not_sent", ""),
+        (slots[1] + half, "skipped", "not_sent", ""),
+        (slots[2] + half, "scheduled", "lost", "the worker w@host that ran it is gone (stopped)"),
+        (slots[3] + half, "scheduled", "failed", "ValueError: <script>alert(1)</script>"),
+    ]:
+        Dispatch.objects.create(periodic_task=job, slot=slot, kind=kind, state=state,
+                                task_id=f"marked-{kind}-{state}", task_name=job.task,
+                                dispatched_at=slot, error=error, started_at=slot,
+                                finished_at=slot + dt.timedelta(seconds=1))
+    DeadLetter.objects.create(task_id="dead-1", task_name=job.task, exception_type="ValueError",
+                              exception_message="within_days must be positive",
+                              periodic_task_name="expire-coupons", failed_at=timezone.now())
+
+    # From the periodic task admin list, its monitoring link.
+    page.goto("/admin/django_celery_beat/periodictask/")
+    with page.expect_navigation():
+        page.click("text=status, runs and chart")
+    assert page.locator("#job-name").inner_text() == "expire-coupons"
+    eventually(lambda: (page.reload(), page.locator("#job-status").inner_text())[1],
+               lambda s: s == "late", 20, "the page to say late")
+    assert "was not dispatched" in page.locator("#job-reason").inner_text()
+    chart = page.locator("svg#run-chart")
+    rows = Dispatch.objects.filter(periodic_task=job).count()
+    assert chart.locator("rect").count() == rows
+    ledger = Dispatch.objects.filter(periodic_task=job)
+    for css, rows_of in [("missed", ledger.filter(kind="missed")),
+                         ("skipped", ledger.filter(kind="skipped")),
+                         ("lost", ledger.filter(state="lost")),
+                         ("failed", ledger.filter(state="failed")),
+                         ("succeeded", ledger.filter(state="succeeded"))]:
+        assert chart.locator(f"rect.{css}").count() == rows_of.count() >= 1, css
+    tall = chart.locator("rect.lost").get_attribute("height")
+    assert float(tall) == float(chart.get_attribute("height"))  # marked slots: full height
+    assert len(page.locator("#next-runs").inner_text().splitlines()) == 5
+    changes = page.locator("#changes").inner_text()
+    assert "paused" in changes and "incident <b>42</b>" in changes  # shown as text, escaped
+    assert "resumed" in changes
+    assert "ValueError" in page.locator("#dead-letters").inner_text()
+    assert "<script>alert(1)</script>" in page.locator("#runs").inner_text()
+    assert page.locator("#runs script").count() == 0
+    shot(page, "13-job-page")
