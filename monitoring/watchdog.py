@@ -6,20 +6,18 @@ slow database never delays a task); a failed check is logged and tried again nex
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
+
+from project.threads import Repeating
 
 log = structlog.get_logger(__name__)
 
 
 class BeatWatch:
     def __init__(self, every: float):
-        self.every = every
-        self.stopped = threading.Event()
+        self.loop = Repeating(self.check, every, failure_event="worker.beat_watch_failed")
         self.missing = False
 
     def check(self) -> dict | None:
@@ -40,15 +38,6 @@ class BeatWatch:
                   hint="start `celery -A project beat`: these jobs are not being scheduled")
         return fields
 
-    def run(self) -> None:
-        while not self.stopped.wait(self.every):
-            try:
-                self.check()
-            except Exception as exc:  # the database is down: the next look will tell
-                log.warning("worker.beat_watch_failed", error=repr(exc))
-            finally:
-                close_old_connections()
-
 
 _watch: BeatWatch | None = None
 
@@ -57,9 +46,9 @@ def start(sender=None, **kwargs) -> None:
     global _watch
     if _watch is None and settings.MONITORING_WATCHDOG_SECONDS > 0:
         _watch = BeatWatch(settings.MONITORING_WATCHDOG_SECONDS)
-        threading.Thread(target=_watch.run, name="beat-watch", daemon=True).start()
+        _watch.loop.start("beat-watch")
 
 
 def stop(sender=None, **kwargs) -> None:
     if _watch is not None:
-        _watch.stopped.set()
+        _watch.loop.stopped.set()

@@ -11,13 +11,12 @@ logged and tried again on the next beat of the thread: the registry never fails 
 from __future__ import annotations
 
 import os
-import threading
 
 import structlog
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
+from project.threads import Repeating
 from scheduling.engine.models import WorkerProcess
 
 log = structlog.get_logger(__name__)
@@ -50,23 +49,14 @@ def record(hostname: str, *, queues, tasks, concurrency=None, pid=None) -> Worke
 
 class Registration:
     def __init__(self, hostname: str, fields: dict, every: float):
-        self.hostname, self.fields, self.every = hostname, fields, every
-        self.stopped = threading.Event()
+        self.hostname, self.fields = hostname, fields
+        self.loop = Repeating(self.touch, every, failure_event="worker.registry_write_failed")
 
     def touch(self) -> None:
         updated = WorkerProcess.objects.filter(hostname=self.hostname).update(
             last_seen_at=timezone.now(), stopped_at=None)
         if not updated:  # the row was deleted (or the first write failed): write it again
             record(self.hostname, **self.fields)
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.every):
-            try:
-                self.touch()
-            except Exception as exc:  # the database is away: the next beat writes again
-                log.warning("worker.registry_write_failed", error=repr(exc))
-            finally:
-                close_old_connections()
 
 
 _registration: Registration | None = None
@@ -85,14 +75,14 @@ def on_worker_ready(sender=None, **kwargs) -> None:
                  queues=[queue["name"] for queue in fields["queues"]], tasks=len(fields["tasks"]))
     except Exception as exc:
         log.warning("worker.registry_write_failed", error=repr(exc))
-    threading.Thread(target=_registration.run, name="worker-registry", daemon=True).start()
+    _registration.loop.start("worker-registry")
 
 
 def on_worker_shutdown(sender=None, **kwargs) -> None:
     global _registration
     if _registration is None:
         return
-    _registration.stopped.set()
+    _registration.loop.stopped.set()
     try:
         WorkerProcess.objects.filter(hostname=_registration.hostname).update(
             stopped_at=timezone.now())
