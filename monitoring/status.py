@@ -33,6 +33,7 @@ from django_celery_results.models import TaskResult
 from monitoring.models import JobMonitor
 from scheduling.beat import (
     BeatHeartbeat,
+    CannotSend,
     Dispatch,
     JobPolicy,
     ScheduleVersion,
@@ -40,6 +41,7 @@ from scheduling.beat import (
     anchor,
     current_lease,
     latest_due,
+    message_for,
     next_slot,
     route_of,
     upcoming_runs,
@@ -151,6 +153,7 @@ class Facts:
     outcomes: bool = True
     schedule: object = None
     schedule_error: str = ""
+    send_error: str = ""  # why its message cannot be built (its stored arguments / headers)
     route: object = None
 
     @property
@@ -192,6 +195,11 @@ def _expired(f: Facts):
 
 def _invalid(f: Facts):
     return f"invalid schedule: {f.schedule_error}" if f.schedule_error else None
+
+
+def _cannot_send(f: Facts):
+    """Its message cannot be built: known from the row itself, before any slot."""
+    return f"cannot send: {f.send_error}" if f.send_error else None
 
 
 def _late(f: Facts):
@@ -303,6 +311,7 @@ PRECEDENCE: list[tuple[Status, Callable[[Facts], str | None]]] = [
     (Status.PAUSED, _paused),
     (Status.EXPIRED, _expired),
     (Status.INVALID, _invalid),
+    (Status.INVALID, _cannot_send),
     (Status.LATE, _late),
     (Status.QUEUED, _unconsumed),
     (Status.LOST, _lost),
@@ -456,6 +465,10 @@ def _status(model, now, rows, unfinished, workers, route, outcomes, words=None) 
         facts.schedule = checked_schedule(model, now)
     except Exception as exc:
         facts.schedule, facts.schedule_error = None, f"{type(exc).__name__}: {exc}"
+    try:
+        message_for(model, now, Dispatch.Kind.SCHEDULED)
+    except CannotSend as exc:
+        facts.send_error = str(exc)
     result = JobStatus(
         name=model.name, task=model.task, status=Status.OK, pk=model.pk, route=str(route),
         schedule=_words(model, {} if words is None else words),

@@ -8,6 +8,7 @@ keeps it so).
 from scheduling.engine import services
 from scheduling.engine.checks import SCHEDULER, registered_task_names
 from scheduling.engine.consumers import Route, queue_for, route_of
+from scheduling.engine.dispatch import CannotSend, field_errors, message_for
 from scheduling.engine.lease import current_lease
 from scheduling.engine.models import (
     BeatHeartbeat,
@@ -23,8 +24,9 @@ from scheduling.engine.scheduler import LeasedScheduler
 from scheduling.engine.slots import Slot, latest_due, next_slot, upcoming
 
 __all__ = [
-    "SCHEDULER", "BeatHeartbeat", "BeatLease", "Dispatch", "JobPolicy", "LeasedScheduler", "Route",
-    "ScheduleChange", "ScheduleVersion", "Slot", "WorkerProcess", "anchor", "current_lease",
-    "latest_due", "next_slot", "policy_of", "queue_for", "registered_task_names", "route_of",
-    "services", "upcoming", "upcoming_runs",
+    "SCHEDULER", "BeatHeartbeat", "BeatLease", "CannotSend", "Dispatch", "JobPolicy",
+    "LeasedScheduler", "Route", "ScheduleChange", "ScheduleVersion", "Slot", "WorkerProcess",
+    "anchor", "current_lease", "field_errors", "latest_due", "message_for", "next_slot",
+    "policy_of", "queue_for", "registered_task_names", "route_of", "services", "upcoming",
+    "upcoming_runs",
 ]

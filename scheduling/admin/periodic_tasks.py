@@ -9,6 +9,8 @@ wrapper of ``scheduling.beat.services``; every change is recorded in ``ScheduleC
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
@@ -23,6 +25,7 @@ from scheduling.beat import (
     Dispatch,
     JobPolicy,
     ScheduleChange,
+    field_errors,
     registered_task_names,
     services,
     upcoming_runs,
@@ -56,6 +59,13 @@ class ScheduleForm(beat_admin.PeriodicTaskForm):
         data = forms.ModelForm.clean(self)
         if data.get("expire_seconds") is not None and data.get("expires"):
             raise forms.ValidationError("Set either expires or expire_seconds, not both.")
+        # What beat would refuse to send, said on the field (the shapes of args / kwargs /
+        # headers, the task's signature and the job's own argument rules).
+        if data.get("task") and not any(f in self.errors for f in ("args", "kwargs", "headers")):
+            stored = SimpleNamespace(task=data["task"], args=data.get("args"),
+                                     kwargs=data.get("kwargs"), headers=data.get("headers"))
+            for field, message in field_errors(stored).items():
+                self.add_error(field, message)
         return data
 
 
@@ -118,9 +128,12 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
 
     @admin.display(description="Schedule")
     def schedule_in_words(self, obj):
-        if obj.crontab_id:
-            return f"{obj.crontab.human_readable} ({obj.crontab.timezone})"
-        return str(obj.interval or obj.clocked or obj.solar or "-")
+        try:
+            if obj.crontab_id:
+                return f"{obj.crontab.human_readable} ({obj.crontab.timezone})"
+            return str(obj.interval or obj.clocked or obj.solar or "-")
+        except Exception as exc:  # a row made outside the admin
+            return f"invalid schedule: {exc}"
 
     @admin.display(description="Crontab in words")
     def crontab_translation(self, obj):
@@ -128,8 +141,11 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
 
     @admin.display(description="Next run")
     def next_run(self, obj):
-        runs = upcoming_runs(obj, timezone.now(), 1, last_slot=obj.ledger_last_slot) if (
-            obj.enabled) else []
+        try:
+            runs = upcoming_runs(obj, timezone.now(), 1, last_slot=obj.ledger_last_slot) if (
+                obj.enabled) else []
+        except Exception as exc:  # a row made outside the admin
+            return f"invalid schedule: {exc}"
         if not runs:
             return "paused" if not obj.enabled else "-"
         return runs[0].local.strftime("%Y-%m-%d %H:%M %Z")
@@ -138,7 +154,10 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
     def next_runs(self, obj):
         if obj is None or obj.pk is None:
             return "Shown after saving."
-        return describe_runs(upcoming_runs(obj, timezone.now()))
+        try:
+            return describe_runs(upcoming_runs(obj, timezone.now()))
+        except Exception as exc:  # a row made outside the admin
+            return f"invalid schedule: {exc}"
 
     # --- audit of edits ---------------------------------------------------------------------
     def save_model(self, request, obj, form, change):
@@ -186,12 +205,15 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
     @admin.action(description="Run selected jobs now", permissions=["run_now"])
     def run_now(self, request, queryset):
         """Send each selected job once, through beat's own path (ledger, headers, queue)."""
-        sent = services.run_now(queryset, by=request.user)
-        for model in sent:
+        outcome = services.run_now(queryset, by=request.user)
+        for model in outcome.sent:
             self.log_change(request, model, [{"changed": {"name": "run now", "object": ""}}])
-        self.message_user(request, ngettext(
-            "%d job was sent to the workers.", "%d jobs were sent to the workers.", len(sent)
-        ) % len(sent), messages.SUCCESS)
+        if outcome.sent:
+            self.message_user(request, ngettext(
+                "%d job was sent to the workers.", "%d jobs were sent to the workers.",
+                len(outcome.sent)) % len(outcome.sent), messages.SUCCESS)
+        for model, reason in outcome.refused:
+            self.message_user(request, f"{model.name} was not sent: {reason}", messages.ERROR)
 
     @admin.action(description="Pause selected jobs…", permissions=["pause"])
     def pause(self, request, queryset):

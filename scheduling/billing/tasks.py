@@ -85,9 +85,24 @@ def expire_coupons():
     return _finish("expire_coupons", "expired", result, now, started)
 
 
-@shared_task(name="scheduling.flag_expiring_cards", **JOB_OPTIONS)
+def check_within_days(within_days=30) -> int:
+    return validate_days("within_days", within_days, minimum=0, maximum=MAX_WITHIN_DAYS)
+
+
+def check_older_than_days(older_than_days=7) -> int:
+    # At least one day: 0 would delete checkouts customers are in the middle of.
+    return validate_days("older_than_days", older_than_days, minimum=1,
+                         maximum=MAX_OLDER_THAN_DAYS)
+
+
+# ``argument_check``: the job's own argument rules, run by the admin when a schedule is saved
+# and by beat before it sends, so a wrong value fails at once with this message rather than at
+# run time. Celery sets decorator options as attributes of the task class: a staticmethod, so
+# it is not bound to the task.
+@shared_task(name="scheduling.flag_expiring_cards",
+             argument_check=staticmethod(check_within_days), **JOB_OPTIONS)
 def flag_expiring_cards(within_days=30):
-    within_days = validate_days("within_days", within_days, minimum=0, maximum=MAX_WITHIN_DAYS)
+    within_days = check_within_days(within_days)
     started, now = time.monotonic(), timezone.now()
     result = PaymentCard.objects.flag_expiring(
         now=now, within_days=within_days, **batching_options()
@@ -95,12 +110,10 @@ def flag_expiring_cards(within_days=30):
     return _finish("flag_expiring_cards", "flagged", result, now, started, within_days=within_days)
 
 
-@shared_task(name="scheduling.delete_stale_checkouts", **JOB_OPTIONS)
+@shared_task(name="scheduling.delete_stale_checkouts",
+             argument_check=staticmethod(check_older_than_days), **JOB_OPTIONS)
 def delete_stale_checkouts(older_than_days=7):
-    # At least one day: 0 would delete checkouts customers are in the middle of.
-    older_than_days = validate_days(
-        "older_than_days", older_than_days, minimum=1, maximum=MAX_OLDER_THAN_DAYS
-    )
+    older_than_days = check_older_than_days(older_than_days)
     started, now = time.monotonic(), timezone.now()
     result = CheckoutSession.objects.delete_stale(
         now=now, older_than_days=older_than_days, **batching_options()

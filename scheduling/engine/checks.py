@@ -4,6 +4,8 @@ scheduling.E001  CELERY_BEAT_SCHEDULE is not empty (it would re-impose itself ov
 scheduling.E002  beat is not configured with scheduling.beat:LeasedScheduler.
 scheduling.E003  TIME_ZONE is not UTC.
 scheduling.W001  an enabled periodic task names a task this code base does not register.
+scheduling.W002  an enabled periodic task beat cannot send as stored (its args / kwargs /
+                 headers, arguments its task refuses, or a schedule that cannot be computed).
 """
 
 from django.conf import settings
@@ -82,3 +84,34 @@ def check_periodic_task_names(app_configs=None, **kwargs):
         for name, task in names
         if task not in known
     ]
+
+
+@checks.register()
+def check_periodic_task_rows(app_configs=None, **kwargs):
+    """Rows made outside the admin (scripts, data migrations) that beat would fail on."""
+    from django_celery_beat.models import PeriodicTask
+
+    from scheduling.engine.dispatch import field_errors
+
+    try:
+        models = list(PeriodicTask.objects.enabled().select_related(
+            "interval", "crontab", "solar", "clocked"))
+    except DatabaseError:
+        return []
+    warnings = []
+    for model in models:
+        problems = [f"{field}: {message}" for field, message in field_errors(model).items()]
+        try:
+            every = model.schedule.run_every if model.interval_id else None
+            if every is not None and every.total_seconds() <= 0:
+                problems.append(f"interval: must be positive, not {model.interval.every}")
+        except Exception as exc:
+            problems.append(f"schedule: {type(exc).__name__}: {exc}")
+        if problems:
+            warnings.append(checks.Warning(
+                f"Enabled periodic task {model.name!r} cannot be sent as stored: "
+                + "; ".join(problems),
+                hint="Correct the row in the admin (it refuses these values); until then beat "
+                "records each of its slots as failed with this reason.",
+                obj=model.name, id="scheduling.W002"))
+    return warnings

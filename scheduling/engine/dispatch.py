@@ -10,13 +10,13 @@ the result), ``scheduled_slot`` (ISO 8601, UTC) and ``dispatch_kind``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import structlog
 from celery import current_app
 from django.conf import settings
 from django.db.models import F
 from django_celery_beat.models import PeriodicTask
-from django_celery_beat.schedulers import ModelEntry
 
 from scheduling.engine import ledger
 from scheduling.engine.models import Dispatch
@@ -28,15 +28,81 @@ log = structlog.get_logger(__name__)
 RESEND_AFTER = dt.timedelta(seconds=15)
 
 
+class CannotSend(ValueError):
+    """This job's message cannot be built (its arguments, headers or options as stored, or
+    arguments the task's signature refuses): only this job fails, never the tick."""
+
+
+def _stored_json(model: PeriodicTask, field: str, empty: str, kind: type, what: str):
+    raw = getattr(model, field) or empty
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise CannotSend(f"{field} is not valid JSON ({exc})") from exc
+    if not isinstance(value, kind):
+        raise CannotSend(f"{field} must be {what}, not {type(value).__name__}: {raw[:80]}")
+    return value
+
+
+def check_arguments(task, args, kwargs) -> None:
+    """The check Celery makes when a message is sent (``Task.typing``), made before sending:
+    an unknown keyword or a missing argument is this job's error, said in one line."""
+    if task is None or not getattr(task, "typing", False):
+        return
+    try:
+        header = task.__header__
+    except AttributeError:
+        return
+    try:
+        header(*args, **kwargs)
+    except TypeError as exc:
+        raise CannotSend(str(exc).replace(f"{header.__name__}()", f"{task.name}()")) from exc
+    own_rules = getattr(task, "argument_check", None)  # the job's own (a task option)
+    if own_rules is not None:
+        try:
+            own_rules(*args, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise CannotSend(str(exc)) from exc
+
+
+def field_errors(model: PeriodicTask, app=None) -> dict[str, str]:
+    """What is wrong with the job's stored message fields, by field (empty when it can be sent):
+    for the admin form and for scripts (``validate_job``)."""
+    app, errors, values = app or current_app, {}, {}
+    for field, empty, kind, what in (("args", "[]", list, "a JSON list"),
+                                     ("kwargs", "{}", dict, "a JSON object"),
+                                     ("headers", "{}", dict, "a JSON object")):
+        try:
+            values[field] = _stored_json(model, field, empty, kind, what)
+        except CannotSend as exc:
+            errors[field] = str(exc)
+    if "args" in values and "kwargs" in values:
+        try:
+            check_arguments(app.tasks.get(model.task), values["args"], values["kwargs"])
+        except CannotSend as exc:
+            text = str(exc)
+            on_args = "positional" in text or "multiple values" in text or not values["kwargs"]
+            errors["args" if on_args else "kwargs"] = text
+    return errors
+
+
 def message_for(model: PeriodicTask, slot: dt.datetime, kind: str, app=None):
-    """``(task name, args, kwargs, options)`` exactly as beat sends it for ``model``."""
-    entry = ModelEntry(model, app=app or current_app)
-    options = dict(entry.options)
-    headers = dict(options.get("headers") or {})
+    """``(task name, args, kwargs, options)`` exactly as beat sends it for ``model`` (the options
+    django-celery-beat's ``ModelEntry`` builds), or ``CannotSend`` saying why it cannot be."""
+    app = app or current_app
+    args = _stored_json(model, "args", "[]", list, "a JSON list")
+    kwargs = _stored_json(model, "kwargs", "{}", dict, "a JSON object")
+    headers = _stored_json(model, "headers", "{}", dict, "a JSON object")
+    options = {name: getattr(model, name) for name in ("queue", "exchange", "routing_key",
+                                                      "priority")
+               if getattr(model, name) is not None}
+    if model.expires_:
+        options["expires"] = model.expires_
     headers.update(periodic_task_name=model.name, scheduled_slot=slot.isoformat(),
                    dispatch_kind=kind, celery_beat_task=True)
     options["headers"] = headers
-    return entry.task, entry.args, entry.kwargs, options
+    check_arguments(app.tasks.get(model.task), args, kwargs)
+    return model.task, args, kwargs, options
 
 
 def publish(model: PeriodicTask, row: Dispatch, *, app=None, producer=None) -> None:
@@ -70,6 +136,12 @@ def dispatch_many(due, *, now, by, kind=Dispatch.Kind.SCHEDULED, app=None, produ
     for row in ledger.reserve(due, kind=kind, now=now, by=by):
         try:
             publish(row.periodic_task, row, app=app, producer=producer)
+        except CannotSend as exc:
+            # This job's own error: its slot is done (failed, with the reason); the others of
+            # the tick go out as planned.
+            ledger.cannot_send(row.task_id, str(exc), now=now)
+            unsendable(row.periodic_task, str(exc))
+            continue
         except Exception:
             ledger.unreserve(row.task_id)
             ledger.confirm(r.task_id for r in sent)
@@ -81,6 +153,17 @@ def dispatch_many(due, *, now, by, kind=Dispatch.Kind.SCHEDULED, app=None, produ
     return sent
 
 
+_reported: dict[int, str] = {}
+
+
+def unsendable(model: PeriodicTask, error: str) -> None:
+    """Log ERROR once per job and distinct error (not once per tick)."""
+    if _reported.get(model.pk) != error:
+        _reported[model.pk] = error
+        log.error("beat.cannot_send", job=model.name, task=model.task, error=error,
+                  hint="correct the job's arguments in the admin; the next slot uses them")
+
+
 def resend_reserved(*, older_than: dt.datetime, app=None, producer=None) -> int:
     """Send again the rows a beat reserved but died before confirming (same task id).
 
@@ -89,7 +172,11 @@ def resend_reserved(*, older_than: dt.datetime, app=None, producer=None) -> int:
     """
     sent = 0
     for row in ledger.reserved_before(older_than):
-        publish(row.periodic_task, row, app=app, producer=producer)
+        try:
+            publish(row.periodic_task, row, app=app, producer=producer)
+        except CannotSend as exc:
+            ledger.cannot_send(row.task_id, str(exc), now=row.dispatched_at)
+            continue
         sent += ledger.confirm([row.task_id])
         log.warning("beat.resent_reserved", job=row.periodic_task.name, task_id=row.task_id,
                     slot=row.slot.isoformat())

@@ -83,6 +83,13 @@ def unreserve(task_id: str) -> None:
     Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.RESERVED).delete()
 
 
+def cannot_send(task_id: str, error: str, *, now: dt.datetime) -> None:
+    """The job's message could not be built: its reserved row is failed with the reason (the
+    slot is handled; a corrected row is used from the next slot)."""
+    Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.RESERVED).update(
+        state=Dispatch.State.FAILED, finished_at=now, error=f"cannot send: {error}")
+
+
 def reserved_before(older_than: dt.datetime):
     """Rows a beat reserved and never confirmed (it died mid-send)."""
     return Dispatch.objects.filter(

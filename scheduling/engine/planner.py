@@ -60,6 +60,8 @@ def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5, *,
             last_slot = Dispatch.objects.last_slots([model.pk]).get(model.pk)
         start = anchor(model, policy or policy_of(model), last_slot)
         every = schedule.run_every
+        if every.total_seconds() <= 0:  # a row made outside the admin: no runs, not a crash
+            return []
         if start < now:
             start += int((now - start) / every) * every
         return slots.upcoming(schedule, start, count)

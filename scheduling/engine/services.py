@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from scheduling.engine.dispatch import dispatch
+from scheduling.engine.dispatch import CannotSend, dispatch, field_errors, message_for
 from scheduling.engine.models import Dispatch, JobPolicy, ScheduleChange
 
 #: The periodic task fields whose change is recorded.
@@ -60,6 +61,25 @@ class Outcome:
     unchanged: int  # selected but already in the wanted state
 
 
+def validate_job(model: PeriodicTask) -> None:
+    """``ValidationError`` by field when beat could not send ``model`` as stored: args not a
+    JSON list, kwargs / headers not a JSON object, arguments its task's signature or its own
+    rules refuse, an interval that is not positive. The admin form runs the same checks; call
+    it from scripts and data migrations before saving."""
+    errors = field_errors(model)
+    interval = getattr(model, "interval", None) if model.interval_id else None
+    if interval is not None and interval.every <= 0:
+        errors["interval"] = f"the interval must be positive, not {interval.every}"
+    if errors:
+        raise ValidationError(errors)
+
+
+@dataclass
+class RunNow:
+    sent: list  # the jobs sent
+    refused: list  # (job, reason): its message cannot be built
+
+
 def pause(jobs, *, by, reason: str, now: dt.datetime | None = None) -> Outcome:
     """Stop beat sending ``jobs`` until resumed; who and why are stamped and audited."""
     return _set_enabled(jobs, enabled=False, by=by, reason=reason, now=now)
@@ -91,15 +111,21 @@ def _set_enabled(jobs, *, enabled: bool, by, reason: str, now) -> Outcome:
     return Outcome(done, total - len(done))
 
 
-def run_now(jobs, *, by, who: str | None = None, now: dt.datetime | None = None) -> list:
+def run_now(jobs, *, by, who: str | None = None, now: dt.datetime | None = None) -> RunNow:
     """Send each job once now, through beat's own path (ledger row of kind ``manual``, headers,
-    queue), when the surrounding transaction commits; audited. Returns the jobs."""
+    queue), when the surrounding transaction commits; audited. A job whose message cannot be
+    built (its stored arguments, or ones its task refuses) is refused with the reason."""
     now = now or timezone.now()
     label = who or (f"admin:{by.get_username()}" if by is not None else "shell")
-    sent = []
+    outcome = RunNow(sent=[], refused=[])
     for model in jobs.select_related("crontab", "interval", "solar", "clocked"):
+        try:
+            message_for(model, now, Dispatch.Kind.MANUAL)
+        except CannotSend as exc:
+            outcome.refused.append((model, str(exc)))
+            continue
         transaction.on_commit(
             lambda m=model: dispatch(m, slot=now, now=now, by=label, kind=Dispatch.Kind.MANUAL))
         record_change(model, action=ScheduleChange.Action.RUN_NOW, user=by)
-        sent.append(model)
-    return sent
+        outcome.sent.append(model)
+    return outcome

@@ -1,0 +1,172 @@
+"""A bad schedule row harms only itself: refused at save with a message on the field, refused by
+"run now" with the reason, failed by beat for its own slot while the other jobs of the tick go
+out, and shown with its reason on every page while every other job is shown normally."""
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from structlog.testing import capture_logs
+
+from monitoring.status import job_statuses
+from scheduling.beat import Dispatch, services
+from scheduling.engine.dispatch import dispatch_many
+from tests.support.scenario import change_form_data
+
+pytestmark = pytest.mark.django_db
+CHANGELIST = "/admin/django_celery_beat/periodictask/"
+FLAG = "scheduling.flag_expiring_cards"
+
+
+def change_url(task):
+    return f"{CHANGELIST}{task.pk}/change/"
+
+
+@pytest.fixture
+def job():
+    return PeriodicTask.objects.get(name="flag-expiring-cards")
+
+
+def post_edit(client, periodic, **changes):
+    data = change_form_data(client.get(change_url(periodic)).context)
+    data.update(changes)
+    return client.post(change_url(periodic), data)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("kwargs", "[45]", "kwargs must be a JSON object, not list"),
+    ("args", '{"a": 1}', "args must be a JSON list, not dict"),
+    ("headers", "[1, 2]", "headers must be a JSON object, not list"),
+    ("kwargs", '{"within_dayz": 5}', "unexpected keyword argument 'within_dayz'"),
+    ("kwargs", '{"within_days": -3}', "within_days must be between 0 and 3650, got -3"),
+    ("kwargs", '{"within_days": "soon"}', "within_days must be a whole number of days"),
+    ("args", "[1, 2]", "takes from 0 to 1 positional arguments but 2 were given"),
+    ("args", "[7]", "got multiple values for argument 'within_days'"),  # and kwargs has it
+])
+def test_the_admin_refuses_what_beat_could_not_send_with_a_message_on_the_field(
+        admin_client, job, field, value, message):
+    before = (job.args, job.kwargs, job.headers)
+    changes = {field: value}
+    if value == "[1, 2]":
+        changes["kwargs"] = "{}"
+    response = post_edit(admin_client, job, **changes)
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in " ".join(errors[field]), errors
+    job.refresh_from_db()
+    assert (job.args, job.kwargs, job.headers) == before
+
+
+def test_valid_arguments_are_saved(admin_client, job):
+    response = post_edit(admin_client, job, kwargs='{"within_days": 45}')
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.kwargs == '{"within_days": 45}'
+
+
+def test_validate_job_is_the_same_check_for_scripts(job):
+    services.validate_job(job)  # the seeded row is fine
+    job.kwargs = '{"within_dayz": 5}'
+    with pytest.raises(ValidationError) as raised:
+        services.validate_job(job)
+    assert "within_dayz" in str(raised.value.message_dict["kwargs"])
+    zero = IntervalSchedule.objects.create(every=0, period="seconds")
+    job.kwargs, job.interval, job.crontab = "{}", zero, None
+    with pytest.raises(ValidationError) as raised:
+        services.validate_job(job)
+    assert "must be positive" in str(raised.value.message_dict["interval"])
+
+
+def bad_rows():
+    """Rows as a script or data migration might write them (the admin refuses each)."""
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    zero = IntervalSchedule.objects.create(every=0, period="seconds")
+    rows = {
+        "list-kwargs": dict(task=FLAG, interval=every, kwargs="[45]"),
+        "unknown-keyword": dict(task=FLAG, interval=every, kwargs='{"within_dayz": 5}'),
+        "args-object": dict(task=FLAG, interval=every, args='{"a": 1}'),
+        "list-headers": dict(task=FLAG, interval=every, headers="[1]"),
+        "zero-interval": dict(task=FLAG, interval=zero),
+    }
+    return {name: PeriodicTask.objects.create(name=name, **fields)
+            for name, fields in rows.items()}
+
+
+def test_beat_fails_only_the_bad_jobs_slot_and_sends_the_others_of_the_tick(only):
+    bad = bad_rows()
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    good = PeriodicTask.objects.create(name="good", task="scheduling.expire_coupons",
+                                       interval=every)
+    now = timezone.now()
+    due = [(bad["unknown-keyword"], now), (good, now), (bad["list-kwargs"], now)]
+    with capture_logs() as logs:
+        sent = dispatch_many(due, now=now, by="test")
+        dispatch_many([(bad["unknown-keyword"], now + dt.timedelta(seconds=60))],
+                      now=now, by="test")
+    assert [row.periodic_task.name for row in sent] == ["good"]
+    assert Dispatch.objects.get(periodic_task=good).state == "sent"
+    failed = Dispatch.objects.get(periodic_task=bad["unknown-keyword"], slot=now)
+    assert failed.state == "failed" and "cannot send:" in failed.error
+    assert "unexpected keyword argument 'within_dayz'" in failed.error
+    assert Dispatch.objects.filter(periodic_task=bad["unknown-keyword"]).count() == 2
+    errors = [e for e in logs if e["event"] == "beat.cannot_send"]
+    assert [e["job"] for e in errors] == ["unknown-keyword", "list-kwargs"]  # once per error
+
+
+def test_run_now_on_a_bad_row_answers_with_the_reason_never_a_500(
+        admin_client, only, django_capture_on_commit_callbacks):
+    bad = bad_rows()
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    good = PeriodicTask.objects.create(name="good", task="scheduling.expire_coupons",
+                                       interval=every)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(CHANGELIST, {
+            "action": "run_now", "_selected_action": [good.pk, bad["unknown-keyword"].pk,
+                                                      bad["list-headers"].pk],
+            "index": 0}, follow=True)
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert "1 job was sent to the workers." in shown
+    assert any(m.startswith("unknown-keyword was not sent:") and "within_dayz" in m
+               for m in shown)
+    assert any(m.startswith("list-headers was not sent: headers must be a JSON object")
+               for m in shown)
+    assert list(Dispatch.objects.values_list("periodic_task__name", flat=True)) == ["good"]
+
+
+def test_every_page_answers_200_with_bad_rows_and_names_each_reason(
+        admin_client, only, live_worker, client, settings):
+    settings.HEALTH_TOKEN, settings.MONITORING_HEALTH_CACHE = "s3cret-token", 0
+    bad = bad_rows()
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    good = PeriodicTask.objects.create(name="good", task="scheduling.expire_coupons",
+                                       interval=every)
+    token = {"HTTP_AUTHORIZATION": "Bearer s3cret-token"}
+    pages = [CHANGELIST, "/monitoring/", "/monitoring/?status=bad",
+             *(change_url(model) for model in [*bad.values(), good]),
+             *(f"/monitoring/jobs/{model.pk}/" for model in [*bad.values(), good])]
+    for url in pages:
+        assert admin_client.get(url).status_code == 200, url
+    for url in ("/metrics", "/health/scheduler"):
+        assert client.get(url, **token).status_code in (200, 503), url
+    statuses = {s.name: s for s in job_statuses(timezone.now(), outcomes=False)}
+    assert statuses["zero-interval"].reason.startswith("invalid schedule:")
+    for name in ("list-kwargs", "unknown-keyword", "args-object", "list-headers"):
+        assert statuses[name].status == "invalid"
+        assert statuses[name].reason.startswith("cannot send: "), statuses[name]
+    assert statuses["good"].status == "never_run"
+    dashboard = admin_client.get("/monitoring/").content.decode()
+    assert "cannot send: kwargs must be a JSON object, not list" in dashboard
+
+
+def test_the_system_check_lists_each_bad_row(only):
+    from django.core import checks
+
+    bad_rows()
+    found = {w.obj: w.msg for w in checks.run_checks() if w.id == "scheduling.W002"}
+    assert set(found) == {"list-kwargs", "unknown-keyword", "args-object", "list-headers",
+                          "zero-interval"}
+    assert "kwargs: kwargs must be a JSON object, not list" in found["list-kwargs"]
+    assert "interval: must be positive" in found["zero-interval"]
