@@ -308,8 +308,8 @@ def _never_run(f: Facts):
 
 #: The precedence: the first predicate that gives a reason sets the status.
 PRECEDENCE: list[tuple[Status, Callable[[Facts], str | None]]] = [
+    (Status.EXPIRED, _expired),  # before paused: beat disables a job once it expires
     (Status.PAUSED, _paused),
-    (Status.EXPIRED, _expired),
     (Status.INVALID, _invalid),
     (Status.INVALID, _cannot_send),
     (Status.LATE, _late),

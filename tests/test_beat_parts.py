@@ -73,7 +73,7 @@ def test_overlap_policy_with_a_run_still_going(overlap, send, skipped):
 
 def test_an_expired_job_sends_nothing_and_moves_its_timeline_to_now():
     assert decide(EVERY_10S, T0, at(30), window=WINDOW, overlap="skip", running=False,
-                  expires=at(20)) == Decision(last=at(30))
+                  expires=at(20)) == Decision(last=at(30), expired=True)
 
 
 # --- lease ---------------------------------------------------------------------------------------

@@ -352,3 +352,23 @@ def test_a_restarted_beat_takes_the_lease_of_a_dead_process_on_its_host_at_once(
     sched.tick()
     assert sched.leading
     assert BeatHeartbeat.objects.get(instance=dead).stopped_at == clock()
+
+
+def test_an_expired_job_is_disabled_by_the_scheduler_and_audited_with_the_reason(clock, only):
+    from scheduling.beat import ScheduleChange
+
+    job = interval_job("ends", 10, expires=START + dt.timedelta(seconds=25))
+    scheduler = beat(clock, "a")
+    for _ in range(3):
+        clock.advance(10)
+        scheduler.tick()
+    assert len(rows(job, kind="scheduled")) == 2  # 12:00:10 and 12:00:20, then expired
+    job.refresh_from_db()
+    assert not job.enabled
+    change = ScheduleChange.objects.get(periodic_task=job)
+    assert change.action == "paused" and change.changed_by is None
+    assert change.reason.startswith("expired at 2026-11-23 12:00:25 UTC: disabled by the "
+                                    "scheduler (a)")
+    from monitoring.status import job_status
+
+    assert job_status(job, clock()).status == "expired"

@@ -40,7 +40,7 @@ def row(model, slot, state="succeeded", **fields):
 
 def test_the_precedence_is_one_ordered_list_of_statuses():
     assert [status for status, _ in PRECEDENCE][:4] == [
-        Status.PAUSED, Status.EXPIRED, Status.INVALID, Status.LATE]
+        Status.EXPIRED, Status.PAUSED, Status.INVALID, Status.LATE]
     assert set(status for status, _ in PRECEDENCE) | {Status.OK} == set(Status)
 
 

@@ -19,7 +19,7 @@ from django.db.models import F
 from django_celery_beat.models import PeriodicTask
 
 from scheduling.engine import ledger
-from scheduling.engine.models import Dispatch
+from scheduling.engine.models import Dispatch, ScheduleChange
 from scheduling.engine.planner import Planner
 
 log = structlog.get_logger(__name__)
@@ -229,12 +229,28 @@ class Dispatcher:
         return sent
 
     def record(self, job, decision, now) -> None:
+        if decision.expired:
+            disable_expired(job.model, now=now, by=self.instance)
         if decision.missed is not None:
             missed = decision.missed
             ledger.record_missed(job.model, job.schedule, missed.first, missed.last,
                                  missed.count, now=now, by=self.instance)
         if decision.skipped is not None:
             ledger.record_skipped(job.model, decision.skipped, now=now, by=self.instance)
+
+
+def disable_expired(model: PeriodicTask, *, now: dt.datetime, by: str) -> bool:
+    """Disable a job whose ``expires`` has passed, as django-celery-beat does, recorded in the
+    audit as done by the scheduler with the reason."""
+    if not PeriodicTask.objects.filter(pk=model.pk, enabled=True).update(enabled=False):
+        return False
+    ScheduleChange.objects.create(
+        periodic_task=model, task_name=model.name, action=ScheduleChange.Action.PAUSED,
+        changed_at=now, changes={"enabled": [True, False]},
+        reason=f"expired at {model.expires:%Y-%m-%d %H:%M:%S} UTC: disabled by the scheduler "
+               f"({by})")
+    log.info("beat.disabled_expired", job=model.name, expires=model.expires.isoformat())
+    return True
 
 
 def count_runs(sent: list[Dispatch], now: dt.datetime) -> None:

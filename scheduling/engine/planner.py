@@ -83,6 +83,7 @@ class Decision:
     send: dt.datetime | None = None  # the slot to send now
     missed: Missed | None = None  # slots to record as missed (catch-up window passed)
     skipped: dt.datetime | None = None  # the slot to record as skipped (overlap)
+    expired: bool = False  # its ``expires`` has passed: beat disables it (as stock beat does)
 
 
 def decide(schedule, last: dt.datetime, now: dt.datetime, *, window: dt.timedelta,
@@ -90,7 +91,7 @@ def decide(schedule, last: dt.datetime, now: dt.datetime, *, window: dt.timedelt
     """Apply the catch-up and overlap policies to the slots of ``schedule`` after ``last`` that
     are due at ``now``; None when nothing is due."""
     if expires and now >= expires:
-        return Decision(last=now)  # expired: nothing more is due (stock beat disables the row)
+        return Decision(last=now, expired=True)  # nothing more is due
     due = slots.latest_due(schedule, last, now)
     if due is None:
         return None
