@@ -372,3 +372,16 @@ def test_an_expired_job_is_disabled_by_the_scheduler_and_audited_with_the_reason
     from monitoring.status import job_status
 
     assert job_status(job, clock()).status == "expired"
+
+
+def test_an_interval_job_with_start_time_runs_first_at_start_time(clock, only):
+    later = interval_job("from-start", 60, start_time=START + dt.timedelta(seconds=90))
+    passed = interval_job("start-passed", 60, start_time=START - dt.timedelta(hours=1))
+    scheduler = beat(clock, "a")
+    for _ in range(4):
+        clock.advance(30)
+        scheduler.tick()
+    # Like django-celery-beat: at start_time, then every interval; a passed start_time at once.
+    assert [r.slot for r in rows(later, kind="scheduled")] == [START + dt.timedelta(seconds=90)]
+    assert [r.slot for r in rows(passed, kind="scheduled")] == [
+        START + dt.timedelta(seconds=s) for s in (0, 60, 120)]

@@ -39,8 +39,8 @@ def row(model, slot, state="succeeded", **fields):
 
 
 def test_the_precedence_is_one_ordered_list_of_statuses():
-    assert [status for status, _ in PRECEDENCE][:4] == [
-        Status.EXPIRED, Status.PAUSED, Status.INVALID, Status.LATE]
+    assert [status for status, _ in PRECEDENCE][:5] == [
+        Status.EXPIRED, Status.PAUSED, Status.INVALID, Status.INVALID, Status.LATE]
     assert set(status for status, _ in PRECEDENCE) | {Status.OK} == set(Status)
 
 

@@ -31,11 +31,23 @@ def anchor(model: PeriodicTask, policy: JobPolicy, last_slot: dt.datetime | None
     """Where a job's timeline continues: its last ledger slot, but never before it was resumed
     or started; a job with no history counts from its last edit."""
     candidates = [last_slot or model.date_changed]
+    every = _interval_of(model) if model.start_time else None
+    if every is not None and (last_slot is None or last_slot < model.start_time):
+        # An interval job's first run is at its start_time (at once if that has passed), as
+        # django-celery-beat runs it; then every interval from there.
+        candidates = [max(model.start_time, model.date_changed or model.start_time) - every]
+    elif model.start_time:
+        candidates.append(model.start_time - dt.timedelta(microseconds=1))
     if policy.resumed_at:
         candidates.append(policy.resumed_at)
-    if model.start_time:
-        candidates.append(model.start_time - dt.timedelta(microseconds=1))
     return max(candidate for candidate in candidates if candidate is not None)
+
+
+def _interval_of(model: PeriodicTask) -> dt.timedelta | None:
+    interval = model.interval if model.interval_id else None
+    if interval is None or interval.every <= 0:
+        return None
+    return dt.timedelta(**{interval.period: interval.every})
 
 
 def policy_of(model: PeriodicTask) -> JobPolicy:
