@@ -385,3 +385,29 @@ def test_an_interval_job_with_start_time_runs_first_at_start_time(clock, only):
     assert [r.slot for r in rows(later, kind="scheduled")] == [START + dt.timedelta(seconds=90)]
     assert [r.slot for r in rows(passed, kind="scheduled")] == [
         START + dt.timedelta(seconds=s) for s in (0, 60, 120)]
+
+
+def test_a_solar_job_shows_its_next_runs_and_beat_sends_it_at_sunrise(clock, only,
+                                                                      admin_client):
+    from django_celery_beat.models import SolarSchedule
+
+    from scheduling.beat import upcoming_runs
+
+    sunrise = SolarSchedule.objects.create(event="sunrise", latitude=52.37, longitude=4.90)
+    job = PeriodicTask.objects.create(name="at-sunrise", task="scheduling.expire_coupons",
+                                      solar=sunrise)
+    PeriodicTask.objects.filter(pk=job.pk).update(date_changed=START)
+    job.refresh_from_db()
+    runs = upcoming_runs(job, START)
+    assert len(runs) == 5
+    assert all(dt.timedelta(hours=20) < b.at - a.at < dt.timedelta(hours=28)
+               for a, b in zip(runs, runs[1:], strict=False))
+    from django.utils import timezone
+
+    page = admin_client.get(f"/admin/django_celery_beat/periodictask/{job.pk}/change/")
+    today = upcoming_runs(job, timezone.now())[0].at  # the page shows the runs from now
+    assert today.strftime("%H:%M UTC") in page.content.decode()
+    scheduler = beat(clock, "a")
+    clock.now = runs[0].at + dt.timedelta(seconds=1)
+    scheduler.tick()
+    assert [r.slot for r in rows(job, kind="scheduled")] == [runs[0].at]
