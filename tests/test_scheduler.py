@@ -411,3 +411,19 @@ def test_a_solar_job_shows_its_next_runs_and_beat_sends_it_at_sunrise(clock, onl
     clock.now = runs[0].at + dt.timedelta(seconds=1)
     scheduler.tick()
     assert [r.slot for r in rows(job, kind="scheduled")] == [runs[0].at]
+
+
+def test_a_clocked_job_saved_after_its_time_runs_once_at_once_then_is_disabled(clock, only):
+    from django_celery_beat.models import ClockedSchedule
+
+    past = ClockedSchedule.objects.create(clocked_time=START - dt.timedelta(hours=3))
+    job = PeriodicTask.objects.create(name="once", task="scheduling.expire_coupons",
+                                      clocked=past, one_off=True)
+    PeriodicTask.objects.filter(pk=job.pk).update(date_changed=START)
+    scheduler = beat(clock, "a")
+    for _ in range(3):
+        clock.advance(1)
+        scheduler.tick()
+    assert [r.slot for r in rows(job, kind="scheduled")] == [past.clocked_time]
+    job.refresh_from_db()
+    assert not job.enabled and job.total_run_count == 1

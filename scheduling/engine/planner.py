@@ -30,6 +30,10 @@ FULL_RELOAD_EVERY = 300.0
 def anchor(model: PeriodicTask, policy: JobPolicy, last_slot: dt.datetime | None) -> dt.datetime:
     """Where a job's timeline continues: its last ledger slot, but never before it was resumed
     or started; a job with no history counts from its last edit."""
+    if model.clocked_id and last_slot is None and model.clocked is not None:
+        # A one-off at a clock time: due from that time, even if saved after it (it then runs
+        # at once, as django-celery-beat runs it).
+        return model.clocked.clocked_time - dt.timedelta(microseconds=1)
     candidates = [last_slot or model.date_changed]
     every = _interval_of(model) if model.start_time else None
     if every is not None and (last_slot is None or last_slot < model.start_time):
@@ -129,7 +133,10 @@ class Job:
         return self.model.name
 
     def decide(self, now: dt.datetime, *, running: bool) -> Decision | None:
-        return decide(self.schedule, self.last, now, window=self.policy.window(),
+        # A clocked one-off is never "too old to catch up": it has one slot, run it.
+        window = (dt.timedelta.max if hasattr(self.schedule, "clocked_time")
+                  else self.policy.window())
+        return decide(self.schedule, self.last, now, window=window,
                       overlap=self.policy.overlap, running=running, expires=self.model.expires)
 
 
