@@ -159,8 +159,19 @@ def dashboard(request):
         "per_queue": workers_per_queue(workers),
         "queues": health.queue_lengths(),
         "pending_dead_letters": sum(pending.values()),
+        "deleted": _deleted_jobs(),
         "refresh": 10,
     })
+
+
+def _deleted_jobs(limit: int = 20) -> list[dict]:
+    """Jobs deleted from the schedule whose ledger rows remain, under the name they had."""
+    from django.db.models import Max
+
+    from scheduling.beat import Dispatch
+
+    return list(Dispatch.objects.filter(periodic_task__isnull=True).values("job_name")
+                .annotate(rows=Count("pk"), last=Max("slot")).order_by("-last")[:limit])
 
 
 @staff_member_required

@@ -170,3 +170,26 @@ def test_the_system_check_lists_each_bad_row(only):
                           "zero-interval"}
     assert "kwargs: kwargs must be a JSON object, not list" in found["list-kwargs"]
     assert "interval: must be positive" in found["zero-interval"]
+
+
+def test_deleting_a_job_keeps_its_ledger_rows_and_dead_letters_under_its_old_name(
+        admin_client, only):
+    from deadletters.models import DeadLetter
+
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    model = PeriodicTask.objects.create(name="old-report", task="scheduling.expire_coupons",
+                                        interval=every)
+    now = timezone.now()
+    dispatch_many([(model, now)], now=now, by="test")
+    DeadLetter.objects.create(task_id="d-1", task_name=model.task, exception_type="ValueError",
+                              periodic_task_name="old-report")
+    response = admin_client.post(change_url(model).replace("change", "delete"), {"post": "yes"})
+    assert response.status_code == 302
+    assert not PeriodicTask.objects.filter(pk=model.pk).exists()
+    row = Dispatch.objects.get()
+    assert (row.periodic_task_id, row.job_name, row.state) == (None, "old-report", "sent")
+    assert DeadLetter.objects.filter(periodic_task_name="old-report").exists()
+    ledger = admin_client.get("/admin/scheduling/dispatch/?q=old-report")
+    assert ledger.status_code == 200 and "old-report" in ledger.content.decode()
+    dashboard = admin_client.get("/monitoring/").content.decode()
+    assert 'id="deleted-jobs"' in dashboard and "old-report" in dashboard

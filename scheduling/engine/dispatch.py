@@ -172,6 +172,10 @@ def resend_reserved(*, older_than: dt.datetime, app=None, producer=None) -> int:
     """
     sent = 0
     for row in ledger.reserved_before(older_than):
+        if row.periodic_task is None:  # the job was deleted between reserving and sending
+            ledger.cannot_send(row.task_id, f"the job {row.job_name!r} was deleted before its "
+                               "message went out", now=row.dispatched_at)
+            continue
         try:
             publish(row.periodic_task, row, app=app, producer=producer)
         except CannotSend as exc:

@@ -50,7 +50,8 @@ def reserve(due, *, kind: str, now: dt.datetime, by: str) -> list[Dispatch]:
     this call inserted (a conflict means another beat, or this one before a restart, has it)."""
     wanted = [
         Dispatch(
-            periodic_task=model, slot=slot, kind=kind, state=Dispatch.State.RESERVED,
+            periodic_task=model, job_name=model.name, slot=slot, kind=kind,
+            state=Dispatch.State.RESERVED,
             task_id=str(uuid.uuid4()), task_name=model.task, dispatched_by=by, dispatched_at=now,
         )
         for model, slot in due
@@ -100,7 +101,8 @@ def reserved_before(older_than: dt.datetime):
 
 def _not_sent(model, slot, kind, now, by, **extra) -> None:
     Dispatch.objects.bulk_create(
-        [Dispatch(periodic_task=model, slot=slot, kind=kind, state=Dispatch.State.NOT_SENT,
+        [Dispatch(periodic_task=model, job_name=model.name, slot=slot, kind=kind,
+                  state=Dispatch.State.NOT_SENT,
                   task_id=None, task_name=model.task, dispatched_by=by, dispatched_at=now,
                   **extra)],
         ignore_conflicts=True,  # another beat recorded it first: same conclusion

@@ -152,7 +152,11 @@ class Dispatch(models.Model):
         LOST = "lost"  # can never finish any more (``error`` says why); nothing waits for it
         EXPIRED = "expired"  # the message expired before a worker took it
 
-    periodic_task = models.ForeignKey(PeriodicTask, on_delete=models.CASCADE, related_name="+")
+    # SET_NULL: deleting a periodic task keeps its history (``job_name`` says whose it was).
+    periodic_task = models.ForeignKey(PeriodicTask, null=True, on_delete=models.SET_NULL,
+                                      related_name="+")
+    job_name = models.CharField(max_length=200, blank=True,
+                                help_text="The periodic task's name when the row was written.")
     slot = models.DateTimeField(help_text="When the run was due (nominal time).")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SCHEDULED)
     state = models.CharField(max_length=16, choices=State.choices, default=State.RESERVED)
