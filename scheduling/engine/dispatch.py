@@ -78,12 +78,30 @@ def field_errors(model: PeriodicTask, app=None) -> dict[str, str]:
             errors[field] = str(exc)
     if "args" in values and "kwargs" in values:
         try:
-            check_arguments(app.tasks.get(model.task), values["args"], values["kwargs"])
+            check_arguments(known_task(app, model.task), values["args"], values["kwargs"])
         except CannotSend as exc:
             text = str(exc)
             on_args = "positional" in text or "multiple values" in text or not values["kwargs"]
             errors["args" if on_args else "kwargs"] = text
     return errors
+
+
+_modules_imported = False
+
+
+def known_task(app, name: str):
+    """The task registered as ``name`` in this process, importing every app's ``tasks`` module
+    once first if needed (beat and web processes do not import them by themselves, and the
+    checks need the task's signature and rules)."""
+    global _modules_imported
+    task = app.tasks.get(name)
+    if task is None and not _modules_imported:
+        from scheduling.engine.checks import registered_task_names
+
+        registered_task_names()
+        _modules_imported = True
+        task = app.tasks.get(name)
+    return task
 
 
 def message_for(model: PeriodicTask, slot: dt.datetime, kind: str, app=None):
@@ -101,14 +119,14 @@ def message_for(model: PeriodicTask, slot: dt.datetime, kind: str, app=None):
     headers.update(periodic_task_name=model.name, scheduled_slot=slot.isoformat(),
                    dispatch_kind=kind, celery_beat_task=True)
     options["headers"] = headers
-    check_arguments(app.tasks.get(model.task), args, kwargs)
+    check_arguments(known_task(app, model.task), args, kwargs)
     return model.task, args, kwargs, options
 
 
 def publish(model: PeriodicTask, row: Dispatch, *, app=None, producer=None) -> None:
     app = app or current_app
     name, args, kwargs, options = message_for(model, row.slot, row.kind, app)
-    task = app.tasks.get(name)
+    task = known_task(app, name)
     if task is not None:
         # apply_async puts the task's own limits and routing in the message, like stock beat.
         task.apply_async(args, kwargs, task_id=row.task_id, producer=producer, **options)
