@@ -193,3 +193,36 @@ def test_deleting_a_job_keeps_its_ledger_rows_and_dead_letters_under_its_old_nam
     assert ledger.status_code == 200 and "old-report" in ledger.content.decode()
     dashboard = admin_client.get("/monitoring/").content.decode()
     assert 'id="deleted-jobs"' in dashboard and "old-report" in dashboard
+
+
+INLINE = {"periodictask_set-TOTAL_FORMS": "0", "periodictask_set-INITIAL_FORMS": "0"}
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"day_of_week": "7"}, "use 0 (or sun) for Sunday, not 7"),
+    ({"day_of_week": "1-7"}, "use 0 (or sun) for Sunday, not 7"),
+    ({"minute": "31", "hour": "2", "day_of_month": "30", "month_of_year": "2"},
+     "day_of_month '30' never occurs in month_of_year '2'"),
+    ({"hour": "25"}, "Celery cannot build this schedule"),
+])
+def test_the_crontab_admin_refuses_what_celery_cannot_build(admin_client, fields, message):
+    from django_celery_beat.models import CrontabSchedule
+
+    data = {"minute": "0", "hour": "3", "day_of_week": "*", "day_of_month": "*",
+            "month_of_year": "*", "timezone": "UTC", **INLINE, **fields}
+    response = admin_client.post("/admin/django_celery_beat/crontabschedule/add/", data)
+    assert response.status_code == 200
+    assert message in response.content.decode().replace("&#x27;", "'")
+    assert not CrontabSchedule.objects.filter(**fields).exists()
+
+
+def test_a_valid_crontab_is_saved_and_a_sunday_written_as_0_runs_on_sunday(admin_client):
+    from django_celery_beat.models import CrontabSchedule
+
+    data = {"minute": "0", "hour": "3", "day_of_week": "0", "day_of_month": "*",
+            "month_of_year": "*", "timezone": "UTC", **INLINE}
+    response = admin_client.post("/admin/django_celery_beat/crontabschedule/add/", data)
+    assert response.status_code == 302
+    cron = CrontabSchedule.objects.get(hour="3", day_of_week="0")
+    page = admin_client.get(f"/admin/django_celery_beat/crontabschedule/{cron.pk}/change/")
+    assert page.content.decode().count("Sun 20") == 5  # next five runs, all on Sundays

@@ -3,6 +3,10 @@ own timezone with daylight-saving warnings, and every edit recorded on each job 
 
 from __future__ import annotations
 
+import re
+
+from celery.schedules import crontab
+from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -57,8 +61,33 @@ admin.site.unregister(IntervalSchedule)
 admin.site.unregister(ClockedSchedule)
 
 
+class CrontabForm(forms.ModelForm):
+    """The fields checked the way Celery will parse them when beat builds the schedule."""
+
+    FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+
+    class Meta:
+        model = CrontabSchedule
+        fields = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year", "timezone")
+
+    def clean(self):
+        data = super().clean()
+        if any(name in self.errors for name in self.FIELDS):
+            return data
+        if re.search(r"(?<![0-9])7(?![0-9])", str(data.get("day_of_week", ""))):
+            self.add_error("day_of_week", "Celery numbers the days 0-6 with 0 = Sunday: use 0 "
+                                          "(or sun) for Sunday, not 7.")
+            return data
+        try:
+            crontab(**{name: data.get(name) or "*" for name in self.FIELDS})
+        except ValueError as exc:  # e.g. "day_of_month '30' never occurs in month_of_year '2'"
+            raise forms.ValidationError(f"Celery cannot build this schedule: {exc}") from exc
+        return data
+
+
 @admin.register(CrontabSchedule)
 class CrontabAdmin(AuditedScheduleMixin, beat_admin.CrontabScheduleAdmin):
+    form = CrontabForm
     list_display = ("__str__", "human_readable", "timezone", "next_run_times")
     fields = ("human_readable", "minute", "hour", "day_of_month", "month_of_year",
               "day_of_week", "timezone", "next_run_times")
@@ -68,7 +97,10 @@ class CrontabAdmin(AuditedScheduleMixin, beat_admin.CrontabScheduleAdmin):
     def next_run_times(self, obj):
         if obj is None or obj.pk is None:
             return "Shown after saving."
-        return describe_runs(upcoming(obj.schedule, timezone.now()))
+        try:
+            return describe_runs(upcoming(obj.schedule, timezone.now()))
+        except Exception as exc:  # a row made outside the admin
+            return f"invalid schedule: {exc}"
 
 
 @admin.register(IntervalSchedule)
