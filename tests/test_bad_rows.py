@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 from structlog.testing import capture_logs
 
 from monitoring.status import job_statuses
@@ -89,6 +89,8 @@ def bad_rows():
         "args-object": dict(task=FLAG, interval=every, args='{"a": 1}'),
         "list-headers": dict(task=FLAG, interval=every, headers="[1]"),
         "zero-interval": dict(task=FLAG, interval=zero),
+        "sunday-as-7": dict(task=FLAG, crontab=CrontabSchedule.objects.create(
+            minute="0", hour="3", day_of_week="7", timezone="UTC")),
     }
     return {name: PeriodicTask.objects.create(name=name, **fields)
             for name, fields in rows.items()}
@@ -144,7 +146,10 @@ def test_every_page_answers_200_with_bad_rows_and_names_each_reason(
     good = PeriodicTask.objects.create(name="good", task="scheduling.expire_coupons",
                                        interval=every)
     token = {"HTTP_AUTHORIZATION": "Bearer s3cret-token"}
+    cron = bad["sunday-as-7"].crontab_id
     pages = [CHANGELIST, "/monitoring/", "/monitoring/?status=bad",
+             "/admin/django_celery_beat/crontabschedule/",
+             f"/admin/django_celery_beat/crontabschedule/{cron}/change/",
              *(change_url(model) for model in [*bad.values(), good]),
              *(f"/monitoring/jobs/{model.pk}/" for model in [*bad.values(), good])]
     for url in pages:
@@ -153,6 +158,8 @@ def test_every_page_answers_200_with_bad_rows_and_names_each_reason(
         assert client.get(url, **token).status_code in (200, 503), url
     statuses = {s.name: s for s in job_statuses(timezone.now(), outcomes=False)}
     assert statuses["zero-interval"].reason.startswith("invalid schedule:")
+    assert statuses["sunday-as-7"].reason.startswith("invalid schedule:")
+    assert "7 > 6" in statuses["sunday-as-7"].reason
     for name in ("list-kwargs", "unknown-keyword", "args-object", "list-headers"):
         assert statuses[name].status == "invalid"
         assert statuses[name].reason.startswith("cannot send: "), statuses[name]
@@ -167,7 +174,7 @@ def test_the_system_check_lists_each_bad_row(only):
     bad_rows()
     found = {w.obj: w.msg for w in checks.run_checks() if w.id == "scheduling.W002"}
     assert set(found) == {"list-kwargs", "unknown-keyword", "args-object", "list-headers",
-                          "zero-interval"}
+                          "zero-interval", "sunday-as-7"}
     assert "kwargs: kwargs must be a JSON object, not list" in found["list-kwargs"]
     assert "interval: must be positive" in found["zero-interval"]
 
@@ -226,3 +233,22 @@ def test_a_valid_crontab_is_saved_and_a_sunday_written_as_0_runs_on_sunday(admin
     cron = CrontabSchedule.objects.get(hour="3", day_of_week="0")
     page = admin_client.get(f"/admin/django_celery_beat/crontabschedule/{cron.pk}/change/")
     assert page.content.decode().count("Sun 20") == 5  # next five runs, all on Sundays
+
+
+def test_the_message_keeps_every_stored_option(only):
+    from scheduling.beat import message_for
+
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    model = PeriodicTask.objects.create(
+        name="routed", task=FLAG, interval=every, kwargs='{"within_days": 5}', args="[]",
+        queue="reports", exchange="billing", routing_key="daily", priority=7,
+        headers='{"team": "billing"}', expire_seconds=30)
+    slot = timezone.now()
+    name, args, kwargs, options = message_for(model, slot, "scheduled")
+    assert (name, args, kwargs) == (FLAG, [], {"within_days": 5})
+    assert {k: options[k] for k in ("queue", "exchange", "routing_key", "priority", "expires")} \
+        == {"queue": "reports", "exchange": "billing", "routing_key": "daily", "priority": 7,
+            "expires": 30}
+    assert options["headers"] == {"team": "billing", "periodic_task_name": "routed",
+                                  "scheduled_slot": slot.isoformat(), "dispatch_kind": "scheduled",
+                                  "celery_beat_task": True}

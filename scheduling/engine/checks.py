@@ -102,7 +102,8 @@ def check_periodic_task_rows(app_configs=None, **kwargs):
     for model in models:
         problems = [f"{field}: {message}" for field, message in field_errors(model).items()]
         try:
-            every = model.schedule.run_every if model.interval_id else None
+            schedule = model.schedule  # builds the Celery schedule (a bad crontab raises)
+            every = schedule.run_every if model.interval_id else None
             if every is not None and every.total_seconds() <= 0:
                 problems.append(f"interval: must be positive, not {model.interval.every}")
         except Exception as exc:
