@@ -236,3 +236,38 @@ def test_the_pages_cost_the_same_number_of_queries_at_10_and_60_jobs(
                                             interval=interval)
         row(model, NOW - dt.timedelta(minutes=1))
     assert counts() == at_10
+
+
+def test_every_kind_of_job_has_a_defined_status(only, live_worker):
+    from django_celery_beat.models import ClockedSchedule, CrontabSchedule
+
+    paused = job("paused", enabled=False)
+    soon = ClockedSchedule.objects.create(clocked_time=NOW + dt.timedelta(hours=1))
+    one_off = PeriodicTask.objects.create(name="one-off", task="scheduling.expire_coupons",
+                                          clocked=soon, one_off=True)
+    done = ClockedSchedule.objects.create(clocked_time=NOW - dt.timedelta(hours=1))
+    ran = PeriodicTask.objects.create(name="ran-once", task="scheduling.expire_coupons",
+                                      clocked=done, one_off=True)
+    row(ran, done.clocked_time)
+    york = CrontabSchedule.objects.create(minute="0", hour="*", timezone="America/New_York")
+    hourly = PeriodicTask.objects.create(name="ny-hourly", task="monitoring.prune_run_records",
+                                         crontab=york)
+    PeriodicTask.objects.filter(pk=hourly.pk).update(date_changed=NOW - dt.timedelta(hours=3))
+    last_hour = NOW.replace(minute=0, second=0)
+    row(hourly, last_hour - dt.timedelta(hours=1))
+    row(hourly, last_hour)
+    later = job("starts-later", seconds=60, start_time=NOW + dt.timedelta(hours=2))
+    found = {s.name: s for s in job_statuses(NOW, outcomes=False)}
+    assert found[paused.name].status == "paused"
+    assert found[one_off.name].status == "never_run"
+    assert found[one_off.name].next_run == soon.clocked_time
+    assert found[ran.name].status == "ok" and found[ran.name].next_run is None
+    assert found[hourly.name].status == "ok", found[hourly.name].reason
+    assert found[later.name].status == "never_run"
+    assert found[later.name].next_run == NOW + dt.timedelta(hours=2)
+    # The clocked job that never ran past its time is late (beat would run it at once).
+    missed = ClockedSchedule.objects.create(clocked_time=NOW - dt.timedelta(minutes=10))
+    PeriodicTask.objects.create(name="clocked-late", task="scheduling.expire_coupons",
+                                clocked=missed, one_off=True)
+    assert {s.name: s for s in job_statuses(NOW, outcomes=False)}["clocked-late"].status == \
+        "late"
