@@ -252,3 +252,21 @@ def test_the_message_keeps_every_stored_option(only):
     assert options["headers"] == {"team": "billing", "periodic_task_name": "routed",
                                   "scheduled_slot": slot.isoformat(), "dispatch_kind": "scheduled",
                                   "celery_beat_task": True}
+
+
+def test_an_expired_job_lists_no_next_runs(admin_client, only):
+    every, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    soon = PeriodicTask.objects.create(name="ends-soon", task="scheduling.expire_coupons",
+                                       interval=every,
+                                       expires=timezone.now() + dt.timedelta(seconds=150))
+    gone = PeriodicTask.objects.create(name="ended", task="scheduling.expire_coupons",
+                                       interval=every,
+                                       expires=timezone.now() - dt.timedelta(seconds=1))
+    from scheduling.beat import upcoming_runs
+
+    assert 1 <= len(upcoming_runs(soon, timezone.now())) <= 3  # only those before expires
+    assert upcoming_runs(gone, timezone.now()) == []
+    page = admin_client.get(change_url(gone)).content.decode()
+    assert "No future runs." in page
+    listing = admin_client.get(CHANGELIST + "?q=ended").content.decode()
+    assert ">expired<" in listing

@@ -147,6 +147,8 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
         except Exception as exc:  # a row made outside the admin
             return f"invalid schedule: {exc}"
         if not runs:
+            if obj.expires and obj.expires <= timezone.now():
+                return "expired"
             return "paused" if not obj.enabled else "-"
         return runs[0].local.strftime("%Y-%m-%d %H:%M %Z")
 

@@ -66,6 +66,12 @@ def upcoming_runs(model: PeriodicTask, now: dt.datetime, count: int = 5, *,
     """The next ``count`` slots of ``model`` after ``now``, as beat will compute them (an
     interval counts from the job's last ledger slot: pass ``last_slot`` when it is known, else
     it is read)."""
+    runs = _upcoming(model, now, count, last_slot, schedule, policy)
+    # Beat sends nothing at or after ``expires`` (it disables the job then).
+    return [run for run in runs if not model.expires or run.at < model.expires]
+
+
+def _upcoming(model, now, count, last_slot, schedule, policy) -> list[slots.Slot]:
     if schedule is None:
         try:
             schedule = model.schedule
