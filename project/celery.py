@@ -37,3 +37,14 @@ def _prepare_embedded_broker(sender, **kwargs):
     if sender.conf.broker_url.startswith("filesystem://"):
         for key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
             os.makedirs(sender.conf.broker_transport_options[key], exist_ok=True)
+
+
+@signals.task_prerun.connect
+def _usable_connections(**kwargs):
+    """With connections reused across tasks (``CELERY_DB_REUSE_MAX``), what Django does at the
+    start of each request: close a connection that is past ``CONN_MAX_AGE`` or saw an error,
+    and (``CONN_HEALTH_CHECKS``) check the others before their first query, so a connection
+    broken by a PostgreSQL restart is replaced, never handed to the task."""
+    from django.db import close_old_connections
+
+    close_old_connections()

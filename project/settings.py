@@ -214,6 +214,11 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Workers keep their database connection across tasks (Celery's Django fixup otherwise closes
+# it before and after every task, so DB_CONN_MAX_AGE did nothing in workers): reopened after
+# this many tasks, after DB_CONN_MAX_AGE, after an error, or when the health check before a
+# task finds it broken (project/celery.py). 0: Celery's default, a new connection per task.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100, minimum=0) or None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Our scheduler: a leader lease (one active beat), a dispatch ledger (each slot sent once), a
 # heartbeat, and trigger-driven change detection. See scheduling/beat.py.

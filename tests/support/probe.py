@@ -122,3 +122,13 @@ def hold(path):
     Path(f"{path}.started").touch()
     while Path(path).exists():
         time.sleep(0.05)
+
+
+@app.task(name="tests.db_backend")
+def db_backend():
+    """The PostgreSQL backend pid this worker process's connection has (what reuse keeps)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
