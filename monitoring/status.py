@@ -44,6 +44,7 @@ from scheduling.beat import (
     message_for,
     next_slot,
     route_of,
+    schedule_in_words,
     upcoming_runs,
 )
 from scheduling.billing.outcomes import OUTCOMES
@@ -106,15 +107,6 @@ class JobStatus:
             "last_start": iso(self.last_start), "last_duration_ms": self.last_duration_ms,
             "consecutive_failures": self.consecutive_failures, "route": self.route,
         }
-
-
-def schedule_in_words(model: PeriodicTask) -> str:
-    try:
-        if model.crontab_id:
-            return f"{model.crontab.human_readable} ({model.crontab.timezone})"
-        return str(model.interval or model.clocked or model.solar or "-")
-    except Exception as exc:  # a row made outside the admin
-        return f"invalid schedule ({type(exc).__name__})"
 
 
 def _words(model: PeriodicTask, cache: dict) -> str:

@@ -19,7 +19,7 @@ from scheduling.engine.models import (
     ScheduleVersion,
     WorkerProcess,
 )
-from scheduling.engine.planner import anchor, policy_of, upcoming_runs
+from scheduling.engine.planner import anchor, policy_of, schedule_in_words, upcoming_runs
 from scheduling.engine.scheduler import LeasedScheduler
 from scheduling.engine.slots import Slot, latest_due, next_slot, upcoming
 
@@ -27,6 +27,6 @@ __all__ = [
     "SCHEDULER", "BeatHeartbeat", "BeatLease", "CannotSend", "Dispatch", "JobPolicy",
     "LeasedScheduler", "Route", "ScheduleChange", "ScheduleVersion", "Slot", "WorkerProcess",
     "anchor", "current_lease", "field_errors", "latest_due", "message_for", "next_slot",
-    "policy_of", "queue_for", "registered_task_names", "route_of", "services", "upcoming",
-    "upcoming_runs",
+    "policy_of", "queue_for", "registered_task_names", "route_of", "schedule_in_words",
+    "services", "upcoming", "upcoming_runs",
 ]

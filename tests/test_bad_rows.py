@@ -13,26 +13,15 @@ from structlog.testing import capture_logs
 from monitoring.status import job_statuses
 from scheduling.beat import Dispatch, services
 from scheduling.engine.dispatch import dispatch_many
-from tests.support.scenario import change_form_data
+from tests.test_schedule_admin import CHANGELIST, change_url, post_edit
 
 pytestmark = pytest.mark.django_db
-CHANGELIST = "/admin/django_celery_beat/periodictask/"
 FLAG = "scheduling.flag_expiring_cards"
-
-
-def change_url(task):
-    return f"{CHANGELIST}{task.pk}/change/"
 
 
 @pytest.fixture
 def job():
     return PeriodicTask.objects.get(name="flag-expiring-cards")
-
-
-def post_edit(client, periodic, **changes):
-    data = change_form_data(client.get(change_url(periodic)).context)
-    data.update(changes)
-    return client.post(change_url(periodic), data)
 
 
 @pytest.mark.parametrize("field, value, message", [

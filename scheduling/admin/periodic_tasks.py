@@ -27,6 +27,7 @@ from scheduling.beat import (
     ScheduleChange,
     field_errors,
     registered_task_names,
+    schedule_in_words,
     services,
     upcoming_runs,
 )
@@ -128,12 +129,7 @@ class ScheduleAdmin(beat_admin.PeriodicTaskAdmin):
 
     @admin.display(description="Schedule")
     def schedule_in_words(self, obj):
-        try:
-            if obj.crontab_id:
-                return f"{obj.crontab.human_readable} ({obj.crontab.timezone})"
-            return str(obj.interval or obj.clocked or obj.solar or "-")
-        except Exception as exc:  # a row made outside the admin
-            return f"invalid schedule: {exc}"
+        return schedule_in_words(obj)
 
     @admin.display(description="Crontab in words")
     def crontab_translation(self, obj):

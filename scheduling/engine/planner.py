@@ -54,6 +54,16 @@ def _interval_of(model: PeriodicTask) -> dt.timedelta | None:
     return dt.timedelta(**{interval.period: interval.every})
 
 
+def schedule_in_words(model: PeriodicTask) -> str:
+    """The job's schedule as people read it; a row that cannot be described says why."""
+    try:
+        if model.crontab_id:
+            return f"{model.crontab.human_readable} ({model.crontab.timezone})"
+        return str(model.interval or model.clocked or model.solar or "-")
+    except Exception as exc:  # a row made outside the admin
+        return f"invalid schedule: {exc}"
+
+
 def policy_of(model: PeriodicTask) -> JobPolicy:
     return getattr(model, "policy", None) or JobPolicy(periodic_task=model)
 
