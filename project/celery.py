@@ -40,11 +40,13 @@ def _prepare_embedded_broker(sender, **kwargs):
 
 
 @signals.task_prerun.connect
-def _usable_connections(**kwargs):
+def _usable_connections(sender=None, **kwargs):
     """With connections reused across tasks (``CELERY_DB_REUSE_MAX``), what Django does at the
     start of each request: close a connection that is past ``CONN_MAX_AGE`` or saw an error,
     and (``CONN_HEALTH_CHECKS``) check the others before their first query, so a connection
     broken by a PostgreSQL restart is replaced, never handed to the task."""
+    if sender is None or getattr(sender.request, "is_eager", False):
+        return  # run in the caller's process (tests, shell): its connections are not ours
     from django.db import close_old_connections
 
     close_old_connections()

@@ -59,3 +59,19 @@ def test_a_failed_run_is_marked_failed_and_a_later_success_overrides_it(row):
     ledger.on_task_success(sender=run(), result={"expired": 2})
     row.refresh_from_db()
     assert (row.state, row.result) == (Dispatch.State.SUCCEEDED, {"expired": 2})
+
+
+def test_a_failed_ledger_write_is_logged_with_the_runs_error_and_raises_nothing(
+        row, monkeypatch):
+    from django.db import OperationalError
+    from structlog.testing import capture_logs
+
+    def broken(*args, **kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(Dispatch.objects, "filter", broken)
+    with capture_logs() as logs:
+        ledger.on_task_failure(task_id=row.task_id, exception=ValueError("boom"))
+    entry = next(e for e in logs if e["event"] == "ledger.write_failed")
+    assert entry["error"] == "the database system is shutting down"
+    assert entry["run_error"] == "ValueError: boom"

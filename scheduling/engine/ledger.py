@@ -154,8 +154,9 @@ def _mark(task_id: str, **fields) -> int | None:
         return Dispatch.objects.filter(task_id=task_id).exclude(
             state=Dispatch.State.SUCCEEDED).update(**fields)
     except (DatabaseError, InterfaceError) as exc:
+        # (the row's own ``error`` field is logged as ``run_error``: ``error`` is this one)
         log.error("ledger.write_failed", task_id=task_id, error=str(exc),
-                  **{k: str(v) for k, v in fields.items()})
+                  **{("run_error" if k == "error" else k): str(v) for k, v in fields.items()})
         return None
 
 
