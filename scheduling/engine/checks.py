@@ -91,7 +91,7 @@ def check_periodic_task_rows(app_configs=None, **kwargs):
     """Rows made outside the admin (scripts, data migrations) that beat would fail on."""
     from django_celery_beat.models import PeriodicTask
 
-    from scheduling.engine.dispatch import field_errors
+    from scheduling.engine.services import row_errors
 
     try:
         models = list(PeriodicTask.objects.enabled().select_related(
@@ -100,14 +100,7 @@ def check_periodic_task_rows(app_configs=None, **kwargs):
         return []
     warnings = []
     for model in models:
-        problems = [f"{field}: {message}" for field, message in field_errors(model).items()]
-        try:
-            schedule = model.schedule  # builds the Celery schedule (a bad crontab raises)
-            every = schedule.run_every if model.interval_id else None
-            if every is not None and every.total_seconds() <= 0:
-                problems.append(f"interval: must be positive, not {model.interval.every}")
-        except Exception as exc:
-            problems.append(f"schedule: {type(exc).__name__}: {exc}")
+        problems = [f"{field}: {message}" for field, message in row_errors(model).items()]
         if problems:
             warnings.append(checks.Warning(
                 f"Enabled periodic task {model.name!r} cannot be sent as stored: "

@@ -61,15 +61,26 @@ class Outcome:
     unchanged: int  # selected but already in the wanted state
 
 
-def validate_job(model: PeriodicTask) -> None:
-    """``ValidationError`` by field when beat could not send ``model`` as stored: args not a
-    JSON list, kwargs / headers not a JSON object, arguments its task's signature or its own
-    rules refuse, an interval that is not positive. The admin form runs the same checks; call
-    it from scripts and data migrations before saving."""
+def row_errors(model: PeriodicTask) -> dict[str, str]:
+    """What beat could not use in ``model`` as stored, by field: the message fields
+    (``field_errors``), an interval that is not positive, a schedule Celery cannot build."""
     errors = field_errors(model)
-    interval = getattr(model, "interval", None) if model.interval_id else None
-    if interval is not None and interval.every <= 0:
-        errors["interval"] = f"the interval must be positive, not {interval.every}"
+    try:
+        schedule = model.schedule  # builds the Celery schedule (a bad crontab raises)
+    except Exception as exc:
+        errors["schedule"] = f"{type(exc).__name__}: {exc}"
+        return errors
+    every = getattr(schedule, "run_every", None) if model.interval_id else None
+    if every is not None and every.total_seconds() <= 0:
+        errors["interval"] = f"must be positive, not {model.interval.every}"
+    return errors
+
+
+def validate_job(model: PeriodicTask) -> None:
+    """``ValidationError`` by field when beat could not send ``model`` as stored (``row_errors``).
+    The admin form runs the same checks; call it from scripts and data migrations before
+    saving."""
+    errors = row_errors(model)
     if errors:
         raise ValidationError(errors)
 
