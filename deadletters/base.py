@@ -10,6 +10,9 @@ It subclasses Celery's ``DjangoTask`` (so ``delay_on_commit`` keeps working) and
   before the task runs; a message delivered more than ``DEADLETTERS_MAX_DELIVERIES`` times, which
   with late acknowledgement means it kept killing its worker process, is rejected and dead-lettered
   instead of being run again.
+* **database outages**: the dead letter and the delivery count wait for the database
+  (``project.database``); when it stays away, the message is put back on its queue rather than
+  acknowledged with nothing recorded.
 """
 
 from billiard.einfo import ExceptionInfo
@@ -39,8 +42,12 @@ class BaseTask(DjangoTask):
 
     def _refuse_poison(self, request):
         from deadletters.capture import count_delivery
+        from project.database import DatabaseUnavailable
 
-        deliveries, limit = count_delivery(request.id, request.retries or 0)
+        try:
+            deliveries, limit = count_delivery(request.id, request.retries or 0)
+        except DatabaseUnavailable as exc:  # cannot tell: put the message back for later
+            raise Reject(exc, requeue=True) from exc
         if deliveries > limit:
             raise Reject(
                 PoisonMessage(
@@ -53,5 +60,8 @@ class BaseTask(DjangoTask):
     def on_failure(self, exc, task_id, args, kwargs, einfo):
         from deadletters.capture import record_failure
 
-        record_failure(self, task_id, exc, einfo, args, kwargs)
+        request = self.request
+        record_failure(self, task_id, exc, einfo, args, kwargs,
+                       put_back=bool(self.acks_late and not request.called_directly
+                                     and not request.is_eager))
         super().on_failure(exc, task_id, args, kwargs, einfo)

@@ -18,6 +18,8 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
+from project.database import DatabaseUnavailable, through_outage
+
 log = structlog.get_logger(__name__)
 TRACEBACK_LIMIT = 20_000  # characters kept: the end of the traceback, where the error is
 MESSAGE_LIMIT = 2_000
@@ -112,20 +114,37 @@ def build(task, task_id, exc, einfo, args, kwargs, now) -> dict:
     )
 
 
-def record_failure(task, task_id, exc, einfo, args, kwargs):
-    """Write the dead letter for ``task_id`` unless it exists. Never raises into the worker."""
-    from deadletters.models import DeadLetter
+def record_failure(task, task_id, exc, einfo, args, kwargs, *, put_back=False):
+    """Write the dead letter for ``task_id`` unless it exists. Never raises into the worker,
+    except with ``put_back`` (a late-acknowledged run failing in its pool process): when the
+    database stays away for ``DB_OUTAGE_WAIT``, the message is put back on its queue
+    (``Reject(requeue=True)``) so the run happens again once the database is back, rather than
+    being acknowledged with no dead letter."""
 
-    try:
+    def write():
+        from deadletters.models import DeadLetter
+
         if DeadLetter.objects.filter(task_id=task_id).exists():
             return None
         fields = build(task, task_id, exc, einfo, args, kwargs, timezone.now())
-        with transaction.atomic():
-            row = DeadLetter.objects.create(**fields)
-    except IntegrityError:
-        return None  # recorded by the other hook a moment ago
+        try:
+            with transaction.atomic():
+                return DeadLetter.objects.create(**fields)
+        except IntegrityError:
+            return None  # recorded by the other hook a moment ago
+
+    try:
+        row = through_outage(write, what=f"the dead letter of {task_id}")
+    except DatabaseUnavailable as error:
+        if put_back:
+            log.error("deadletter.put_back", task_id=task_id, task=task.name, error=str(error))
+            raise Reject(error, requeue=True) from error
+        log.error("deadletter.record_failed", task_id=task_id, task=task.name, error=repr(error))
+        return None
     except Exception as error:  # the worker must go on; the failure is still in the results
         log.error("deadletter.record_failed", task_id=task_id, task=task.name, error=repr(error))
+        return None
+    if row is None:
         return None
     log.error(
         "deadletter.recorded", dead_letter=row.pk, task_id=task_id, task=task.name,
@@ -158,16 +177,21 @@ def on_task_success(sender=None, **extra):
 def count_delivery(task_id: str, retries: int) -> tuple[int, int]:
     """Count one more delivery of (task id, retry number); returns ``(count, limit)``.
 
-    One upsert statement (PostgreSQL and SQLite >= 3.35 both have ON CONFLICT … RETURNING).
+    One upsert statement (PostgreSQL and SQLite >= 3.35 both have ON CONFLICT … RETURNING),
+    waiting through a database outage (``DatabaseUnavailable`` when it lasts).
     """
     from deadletters.models import Delivery
 
     table = Delivery._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (key, count, first_at) VALUES (%s, 1, %s) "
-            f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count",
-            [f"{task_id}:{retries}", timezone.now()],
-        )
-        (count,) = cursor.fetchone()
-    return count, settings.DEADLETTERS_MAX_DELIVERIES
+
+    def upsert():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (key, count, first_at) VALUES (%s, 1, %s) "
+                f"ON CONFLICT (key) DO UPDATE SET count = {table}.count + 1 RETURNING count",
+                [f"{task_id}:{retries}", timezone.now()],
+            )
+            return cursor.fetchone()[0]
+
+    return through_outage(upsert, what=f"the delivery count of {task_id}"), \
+        settings.DEADLETTERS_MAX_DELIVERIES

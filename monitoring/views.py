@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET
 from monitoring import health
 from monitoring.liveness import evaluate
 from monitoring.status import BAD as BAD_SET
+from monitoring.status import progress_text
 
 
 def authorized(request) -> bool:
@@ -142,7 +143,8 @@ def dashboard(request):
     for job in page:
         cells = [{"state": state, "slot": slot, "kind": kind}
                  for state, slot, kind in reversed(recent.get(job.pk, []))]
-        rows.append({"job": job, "cells": cells, "dead_letters": pending.get(job.task, 0)})
+        rows.append({"job": job, "cells": cells, "dead_letters": pending.get(job.task, 0),
+                     "progress": progress_text(job.progress)})
     workers = live_workers(now)
     return render(request, "monitoring/dashboard.html", {
         "now": now,

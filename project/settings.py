@@ -94,6 +94,9 @@ if _database_url:
         # (measured at 1,000 jobs, bench/status.py). Short OLTP queries never gain from JIT.
         options = _db.setdefault("OPTIONS", {})
         options["options"] = f"{options.get('options', '')} -c jit=off".strip()
+        # A database that is down refuses at once; one that is unreachable (a failover, a
+        # network partition) must not hang a connect for the kernel's TCP timeout.
+        options.setdefault("connect_timeout", 5)
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
 
@@ -206,7 +209,17 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' database backend, made to wait out a PostgreSQL outage in workers
+# (project/results.py): a run's state writes wait up to DB_OUTAGE_WAIT seconds for the database,
+# then late-acknowledged runs are put back on their queue rather than lost.
+CELERY_RESULT_BACKEND = "project.results:ResultBackend"
+DB_OUTAGE_WAIT = env_int("DB_OUTAGE_WAIT", 60, minimum=0)
+if DB_OUTAGE_WAIT >= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"DB_OUTAGE_WAIT ({DB_OUTAGE_WAIT}s) must be shorter than CELERY_TASK_SOFT_TIME_LIMIT "
+        f"({CELERY_TASK_SOFT_TIME_LIMIT}s): a run that waits for the database must still end "
+        "within its time limits."
+    )
 # Extended results store task name, args and (for scheduled runs) the periodic task name.
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES_DAYS", 7, minimum=1) * 86400

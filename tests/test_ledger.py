@@ -75,3 +75,41 @@ def test_a_failed_ledger_write_is_logged_with_the_runs_error_and_raises_nothing(
     entry = next(e for e in logs if e["event"] == "ledger.write_failed")
     assert entry["error"] == "the database system is shutting down"
     assert entry["run_error"] == "ValueError: boom"
+
+
+def test_each_committed_batch_adds_its_rows_to_the_run_a_rolled_back_one_does_not(row):
+    """Progress is written inside each batch's transaction: a run killed mid-batch has counted
+    exactly the rows its committed batches changed."""
+    from django.utils import timezone
+
+    from scheduling.billing.batching import run_in_batches
+    from scheduling.billing.models import Coupon
+
+    now = timezone.now()
+    Coupon.objects.bulk_create([Coupon(code=f"P{i}", expires_at=now - dt.timedelta(days=1))
+                                for i in range(25)])
+    add = ledger.progress_writer(run().request)
+    batches = []
+
+    def apply(chunk):
+        changed = chunk.update(status=Coupon.Status.EXPIRED, expired_at=now)
+        batches.append(changed)
+        if len(batches) == 3:
+            raise RuntimeError("the worker died in the third batch")
+        return changed
+
+    with pytest.raises(RuntimeError):
+        run_in_batches(Coupon.objects.due(now=now), apply, batch_size=10, in_batch=add)
+    row.refresh_from_db()
+    assert Coupon.objects.filter(status="expired").count() == 20
+    assert (row.rows_done, row.batches_done) == (20, 2)
+    assert row.progress_at is not None and row.started_at is not None
+    # The redelivered attempt finishes the work: the row counts every attempt's rows.
+    Coupon.objects.expire_due(now=now, batch_size=10, in_batch=add)
+    row.refresh_from_db()
+    assert (row.rows_done, row.batches_done) == (25, 3)
+
+
+def test_a_task_that_was_not_scheduled_writes_no_progress():
+    assert ledger.progress_writer(SimpleNamespace(id="x")) is None
+    assert ledger.progress_writer(None) is None

@@ -95,7 +95,7 @@ def test_celery_is_json_only_with_late_acks_and_limits(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
         "json json ['json'] ['json'] 1 300 360 "
-        "scheduling.beat:LeasedScheduler {} True django-db"
+        "scheduling.beat:LeasedScheduler {} True project.results:ResultBackend"
     )
 
 

@@ -110,6 +110,28 @@ def test_a_run_never_started_past_the_hard_limit_is_lost(only, live_worker, sett
     assert "not started within the hard time limit" in job_status(model, NOW).reason
 
 
+def test_a_sent_row_whose_result_was_stored_takes_its_outcome(only, live_worker):
+    """The worker's ledger write failed (the database went away between the result and the
+    ledger): beat's check settles the row from the stored result instead of calling it lost."""
+    model = job("j", seconds=60)
+    done = row(model, NOW - dt.timedelta(seconds=50), state="sent")
+    TaskResult.objects.create(task_id=done.task_id, status="SUCCESS",
+                              result='{"expired": 7, "batches": 2}',
+                              date_started=NOW - dt.timedelta(seconds=49),
+                              date_done=NOW - dt.timedelta(seconds=48))
+    failed = row(model, NOW - dt.timedelta(seconds=20), state="sent")
+    TaskResult.objects.create(
+        task_id=failed.task_id, status="FAILURE",
+        result='{"exc_type": "ValueError", "exc_message": ["bad input"]}',
+        date_done=NOW - dt.timedelta(seconds=19))
+    assert ledger.mark_lost(NOW) == 0
+    done.refresh_from_db()
+    failed.refresh_from_db()
+    assert (done.state, done.result) == ("succeeded", {"expired": 7, "batches": 2})
+    assert (failed.state, failed.error) == ("failed", "ValueError: bad input")
+    assert not Dispatch.objects.unfinished().exists()
+
+
 def test_an_expired_message_and_missed_slots_are_told_apart(only, live_worker):
     model = job("j", seconds=60, anchor=NOW - dt.timedelta(hours=1))
     row(model, NOW - dt.timedelta(seconds=30), state="expired",

@@ -46,6 +46,7 @@ def run_in_batches(
     max_batch_size: int | None = None,
     target_seconds: float = 0.05,
     on_batch: Callable[[int, float], None] | None = None,
+    in_batch: Callable[[int], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> BatchResult:
     """Apply ``apply(chunk) -> rows changed`` to ``queryset`` in primary-key range batches.
@@ -55,7 +56,9 @@ def run_in_batches(
     2. per batch, in one transaction, apply the change to matching rows in ``(lo, lo + size]``;
     3. after a batch that matched nothing, jump to the next matching key, so sparse work on a
        large table costs a query per gap rather than a batch per ``batch_size`` keys.
-    Rows inserted after step 1 above the highest key wait for the next run. ``clock`` measures
+    Rows inserted after step 1 above the highest key wait for the next run. ``in_batch(changed)``
+    runs inside each batch that changed rows, before its commit (the run's progress, written
+    with the work it counts); ``on_batch(changed, seconds)`` after it. ``clock`` measures
     each batch (seconds; injectable so the adaptation can be tested without real slowness).
     """
     if batch_size < 1:
@@ -78,6 +81,8 @@ def run_in_batches(
             with _soft_limit_deferred():
                 with transaction.atomic(using=queryset.db):
                     changed = apply(queryset.filter(pk__gt=lo, pk__lte=upper))
+                    if changed and in_batch is not None:
+                        in_batch(changed)  # in the batch's transaction: counted iff committed
                 result.changed += changed
                 result.batches += 1
             elapsed = clock() - started

@@ -7,7 +7,7 @@ must not break them.
 import time
 
 import structlog
-from celery import shared_task
+from celery import current_task, shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError as BrokerOperationalError
 
 from scheduling.billing.batching import BatchResult
 from scheduling.billing.models import CheckoutSession, Coupon, PaymentCard
+from scheduling.engine import ledger
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,13 @@ def batching_options() -> dict:
     }
 
 
+def _job_batching() -> dict:
+    """``batching_options`` plus, for a scheduled run, its progress: each batch adds its count
+    to the run's ledger row in the batch's own transaction."""
+    request = current_task.request if current_task else None
+    return {**batching_options(), "in_batch": ledger.progress_writer(request)}
+
+
 def _finish(job: str, count_name: str, result: BatchResult, now, started: float, **params):
     """Log one event for the run and return its counts (JSON-safe: it is stored as the result)."""
     outcome = {
@@ -81,7 +89,7 @@ def _finish(job: str, count_name: str, result: BatchResult, now, started: float,
 @shared_task(name="scheduling.expire_coupons", **JOB_OPTIONS)
 def expire_coupons():
     started, now = time.monotonic(), timezone.now()
-    result = Coupon.objects.expire_due(now=now, **batching_options())
+    result = Coupon.objects.expire_due(now=now, **_job_batching())
     return _finish("expire_coupons", "expired", result, now, started)
 
 
@@ -105,7 +113,7 @@ def flag_expiring_cards(within_days=30):
     within_days = check_within_days(within_days)
     started, now = time.monotonic(), timezone.now()
     result = PaymentCard.objects.flag_expiring(
-        now=now, within_days=within_days, **batching_options()
+        now=now, within_days=within_days, **_job_batching()
     )
     return _finish("flag_expiring_cards", "flagged", result, now, started, within_days=within_days)
 
@@ -116,7 +124,7 @@ def delete_stale_checkouts(older_than_days=7):
     older_than_days = check_older_than_days(older_than_days)
     started, now = time.monotonic(), timezone.now()
     result = CheckoutSession.objects.delete_stale(
-        now=now, older_than_days=older_than_days, **batching_options()
+        now=now, older_than_days=older_than_days, **_job_batching()
     )
     return _finish(
         "delete_stale_checkouts", "deleted", result, now, started, older_than_days=older_than_days

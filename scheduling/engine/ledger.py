@@ -24,9 +24,12 @@ import uuid
 import structlog
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from project.database import through_outage
 from scheduling.engine import slots
 from scheduling.engine.models import Dispatch
 
@@ -151,13 +154,32 @@ def _mark(task_id: str, **fields) -> int | None:
     try:
         # A run that already succeeded stays succeeded (a second delivery failing does not undo
         # the work the first one did; its dead letter says what went wrong).
-        return Dispatch.objects.filter(task_id=task_id).exclude(
-            state=Dispatch.State.SUCCEEDED).update(**fields)
+        return through_outage(
+            lambda: Dispatch.objects.filter(task_id=task_id).exclude(
+                state=Dispatch.State.SUCCEEDED).update(**fields),
+            what=f"the ledger row of {task_id}")
     except (DatabaseError, InterfaceError) as exc:
         # (the row's own ``error`` field is logged as ``run_error``: ``error`` is this one)
         log.error("ledger.write_failed", task_id=task_id, error=str(exc),
                   **{("run_error" if k == "error" else k): str(v) for k, v in fields.items()})
         return None
+
+
+def progress_writer(request):
+    """For a scheduled run, a function ``(rows changed) -> None`` that adds one committed batch
+    to the run's ledger row; ``None`` for any other task. Called inside the batch's own
+    transaction, so the row's counts commit (or roll back) with the rows they count: one UPDATE
+    by the unique task id per batch (its cost: bench/README.md)."""
+    if not _scheduled(request) or not request.id:
+        return None
+    rows = Dispatch.objects.filter(task_id=request.id)
+
+    def add(changed: int) -> None:
+        now = timezone.now()
+        rows.update(rows_done=F("rows_done") + changed, batches_done=F("batches_done") + 1,
+                    progress_at=now, started_at=Coalesce(F("started_at"), Value(now)))
+
+    return add
 
 
 def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
@@ -210,10 +232,16 @@ def on_task_revoked(sender=None, request=None, terminated=False, expired=False, 
               error="terminated" if terminated else "revoked before it ran")
 
 
-def lost_runs(now: dt.datetime) -> list[tuple[str, str]]:
-    """Sent runs that can never finish any more, as ``(task id, reason)``: started by a worker
+def lost_runs(now: dt.datetime) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict]]]:
+    """Sent runs whose row the worker could not update, as ``(lost, settled)``.
+
+    ``lost``: ``(task id, reason)`` for runs that can never finish any more: started by a worker
     that has left the registry (stopped, or silent longer than ``SCHEDULING_WORKER_STALE``), or
-    neither finished nor started within the hard time limit plus ``SCHEDULING_LOST_GRACE``."""
+    neither finished nor started within the hard time limit plus ``SCHEDULING_LOST_GRACE``.
+    ``settled``: ``(task id, state, fields)`` for runs whose stored result says they ended
+    (SUCCESS or FAILURE) while the worker's ledger write failed, a database outage at the wrong
+    moment: the row takes the result's outcome rather than waiting to be called lost.
+    """
     from django_celery_results.models import TaskResult
 
     from scheduling.engine.models import WorkerProcess
@@ -222,16 +250,23 @@ def lost_runs(now: dt.datetime) -> list[tuple[str, str]]:
     rows = dict(Dispatch.objects.unfinished().filter(state=Dispatch.State.SENT)
                 .values_list("task_id", "dispatched_at"))
     if not rows:
-        return []
-    started = {task_id: (worker, at) for task_id, worker, at in TaskResult.objects.filter(
-        task_id__in=list(rows), status="STARTED").values_list("task_id", "worker", "date_started")}
+        return [], []
+    results = {r.task_id: r for r in TaskResult.objects.filter(
+        task_id__in=list(rows), status__in=["STARTED", "SUCCESS", "FAILURE"]).only(
+        "task_id", "status", "worker", "date_started", "date_done", "result")}
+    started = {tid: r for tid, r in results.items() if r.status == "STARTED"}
     workers = {w.hostname: w for w in WorkerProcess.objects.filter(
-        hostname__in=[worker for worker, _ in started.values() if worker])}
+        hostname__in=[r.worker for r in started.values() if r.worker])}
     live = set(WorkerProcess.objects.live(now).filter(hostname__in=list(workers))
                .values_list("hostname", flat=True))
-    lost = []
+    lost, settled = [], []
     for task_id, dispatched_at in rows.items():
-        worker, started_at = started.get(task_id, (None, None))
+        result = results.get(task_id)
+        if result is not None and result.status != "STARTED":
+            settled.append((task_id, *_from_result(result)))
+            continue
+        worker = result.worker if result else None
+        started_at = result.date_started if result else None
         if worker in workers and worker not in live:
             gone = "stopped" if workers[worker].stopped_at else (
                 f"silent for more than {settings.SCHEDULING_WORKER_STALE} s")
@@ -239,15 +274,37 @@ def lost_runs(now: dt.datetime) -> list[tuple[str, str]]:
         elif now - (started_at or dispatched_at) > dt.timedelta(seconds=limit):
             what = "finished" if started_at else "started"
             lost.append((task_id, f"not {what} within the hard time limit plus grace ({limit} s)"))
-    return lost
+    return lost, settled
+
+
+def _from_result(result) -> tuple[str, dict]:
+    import json
+
+    try:
+        value = json.loads(result.result) if result.result else None
+    except (TypeError, ValueError):
+        value = None
+    fields = {"started_at": result.date_started, "finished_at": result.date_done}
+    if result.status == "SUCCESS":
+        return Dispatch.State.SUCCEEDED, {**fields, "result": _summary(value)}
+    message = value.get("exc_message") if isinstance(value, dict) else None
+    kind = value.get("exc_type", "error") if isinstance(value, dict) else "error"
+    text = " ".join(str(m) for m in message) if isinstance(message, list) else str(message or "")
+    return Dispatch.State.FAILED, {**fields, "error": f"{kind}: {text}"[:500]}
 
 
 def mark_lost(now: dt.datetime) -> int:
-    """Resolve the runs ``lost_runs`` finds: state ``lost`` with the reason (compare-and-set on
-    ``sent``), so the overlap policy stops waiting for them. A lost run that ends after all
-    still records its result."""
+    """Resolve the runs ``lost_runs`` finds (compare-and-set on ``sent``), so the overlap policy
+    stops waiting for them: lost ones get state ``lost`` with the reason (a lost run that ends
+    after all still records its result); settled ones the outcome their stored result holds.
+    Returns the number of rows marked lost."""
+    lost, settled = lost_runs(now)
+    for task_id, state, fields in settled:
+        if Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.SENT).update(
+                state=state, **fields):
+            log.warning("ledger.settled_from_result", task_id=task_id, state=state)
     marked = 0
-    for task_id, reason in lost_runs(now):
+    for task_id, reason in lost:
         marked += Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.SENT).update(
             state=Dispatch.State.LOST, error=reason)
         log.error("ledger.run_lost", task_id=task_id, reason=reason)

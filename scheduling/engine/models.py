@@ -170,6 +170,12 @@ class Dispatch(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True, help_text="What the run returned (counts).")
     error = models.TextField(blank=True, help_text="Why the run is lost, expired or failed.")
+    # Progress, added by each batch in its own transaction (so a killed attempt's committed
+    # work is counted, and the counts equal the rows changed across every attempt).
+    rows_done = models.BigIntegerField(default=0, help_text="Rows changed so far, all attempts.")
+    batches_done = models.PositiveIntegerField(default=0, help_text="Batches committed so far.")
+    progress_at = models.DateTimeField(null=True, blank=True,
+                                       help_text="When the last batch committed.")
 
     objects = DispatchQuerySet.as_manager()
 

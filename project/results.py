@@ -1,0 +1,42 @@
+"""The result backend: django-celery-results' database backend, riding out a database outage.
+
+``store_result`` goes through ``project.database.through_outage``: while PostgreSQL is away the
+pool process waits for it (up to ``DB_OUTAGE_WAIT``) instead of failing the write, which Celery
+would report as "Exception raised outside body" and acknowledge the message with no retry and no
+dead letter. When the database stays away past the wait:
+
+* STARTED (before the body runs) and FAILURE (before the dead letter is written): the message is
+  put back on its queue (``Reject(requeue=True)``) and runs again once the database is back:
+  nothing is done twice, nothing vanishes;
+* RETRY (the retry message is already sent) and SUCCESS (the work is done): logged, and the run
+  goes on; beat's ledger check later resolves the run's row from what is known.
+"""
+
+from __future__ import annotations
+
+import structlog
+from celery import current_task, states
+from celery.exceptions import Reject
+from django_celery_results.backends.database import DatabaseBackend
+
+from project.database import DatabaseUnavailable, through_outage
+
+log = structlog.get_logger(__name__)
+PUT_BACK = frozenset({states.STARTED, states.FAILURE})
+
+
+class ResultBackend(DatabaseBackend):
+    def store_result(self, task_id, result, state, traceback=None, request=None, **kwargs):
+        store = super().store_result
+        try:
+            return through_outage(
+                lambda: store(task_id, result, state, traceback, request=request, **kwargs),
+                what=f"the {state} result of {task_id}")
+        except DatabaseUnavailable as exc:
+            if state in PUT_BACK and getattr(current_task, "acks_late", False):
+                log.error("run.put_back", task_id=task_id, state=state, reason=str(exc))
+                raise Reject(exc, requeue=True) from exc
+            if state in PUT_BACK:
+                raise
+            log.error("result.not_stored", task_id=task_id, state=state, reason=str(exc))
+            return result
