@@ -50,12 +50,13 @@ def in_worker_run() -> bool:
 
 
 def through_outage(call: Callable[[], T], *, what: str, wait: float | None = None,
-                   sleep: Callable[[float], None] = time.sleep) -> T:
+                   sleep: Callable[[float], None] = time.sleep,
+                   clock: Callable[[], float] = time.monotonic) -> T:
     """``call()``, tried again through a database outage for up to ``wait`` seconds (default
     ``DB_OUTAGE_WAIT``) when running a task in a worker; elsewhere, or inside a transaction
     (whose work would be lost by a reconnect), once."""
     budget = settings.DB_OUTAGE_WAIT if wait is None else wait
-    deadline = time.monotonic() + budget
+    deadline = clock() + budget
     pause, attempts = FIRST_PAUSE, 0
     while True:
         try:
@@ -65,7 +66,7 @@ def through_outage(call: Callable[[], T], *, what: str, wait: float | None = Non
                 raise
             attempts += 1
             connection.close()  # broken: the next attempt opens a new one
-            if time.monotonic() + pause > deadline:
+            if clock() + pause > deadline:
                 log.error("database.unavailable", what=what, attempts=attempts,
                           waited_s=budget, error=str(exc).strip()[:300])
                 raise DatabaseUnavailable(

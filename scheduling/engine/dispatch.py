@@ -218,13 +218,17 @@ class Dispatcher:
     def __init__(self, *, instance: str, app):
         self.instance, self.app = instance, app
         self.resent_at: dt.datetime | None = None
+        self.leading_since: dt.datetime | None = None  # set by the scheduler on taking the lease
 
     def resend_if_due(self, now: dt.datetime, producer) -> None:
         """At most every few seconds: re-send rows a dead beat reserved, and resolve runs that
         can never finish (``ledger.mark_lost``) so the overlap policy stops waiting for them."""
         if self.resent_at is None or now - self.resent_at >= RESEND_AFTER / 3:
             self.resent_at = now
-            ledger.mark_lost(now)
+            # A worker's registry row is only evidence once this beat has itself reached the
+            # database for longer than the stale bound (after an outage every row is old).
+            settled_for = (now - self.leading_since).total_seconds() if self.leading_since else 0
+            ledger.mark_lost(now, silence_counts=settled_for >= settings.SCHEDULING_WORKER_STALE)
             resend_reserved(older_than=now - RESEND_AFTER, app=self.app, producer=producer)
 
     def send_due(self, planner: Planner, now: dt.datetime, producer) -> list[Dispatch]:

@@ -232,7 +232,8 @@ def on_task_revoked(sender=None, request=None, terminated=False, expired=False, 
               error="terminated" if terminated else "revoked before it ran")
 
 
-def lost_runs(now: dt.datetime) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict]]]:
+def lost_runs(now: dt.datetime, *, silence_counts: bool = True,
+              ) -> tuple[list[tuple[str, str]], list[tuple[str, str, dict]]]:
     """Sent runs whose row the worker could not update, as ``(lost, settled)``.
 
     ``lost``: ``(task id, reason)`` for runs that can never finish any more: started by a worker
@@ -241,6 +242,9 @@ def lost_runs(now: dt.datetime) -> tuple[list[tuple[str, str]], list[tuple[str, 
     ``settled``: ``(task id, state, fields)`` for runs whose stored result says they ended
     (SUCCESS or FAILURE) while the worker's ledger write failed, a database outage at the wrong
     moment: the row takes the result's outcome rather than waiting to be called lost.
+    ``silence_counts=False`` (beat has not itself seen the database for ``SCHEDULING_WORKER_STALE``
+    seconds yet, as after an outage, when every worker's row is old because none could write
+    it): a silent worker is not taken for a dead one; a stopped one still is.
     """
     from django_celery_results.models import TaskResult
 
@@ -267,7 +271,8 @@ def lost_runs(now: dt.datetime) -> tuple[list[tuple[str, str]], list[tuple[str, 
             continue
         worker = result.worker if result else None
         started_at = result.date_started if result else None
-        if worker in workers and worker not in live:
+        if worker in workers and worker not in live and (
+                silence_counts or workers[worker].stopped_at):
             gone = "stopped" if workers[worker].stopped_at else (
                 f"silent for more than {settings.SCHEDULING_WORKER_STALE} s")
             lost.append((task_id, f"the worker {worker} that ran it is gone ({gone})"))
@@ -293,12 +298,12 @@ def _from_result(result) -> tuple[str, dict]:
     return Dispatch.State.FAILED, {**fields, "error": f"{kind}: {text}"[:500]}
 
 
-def mark_lost(now: dt.datetime) -> int:
+def mark_lost(now: dt.datetime, *, silence_counts: bool = True) -> int:
     """Resolve the runs ``lost_runs`` finds (compare-and-set on ``sent``), so the overlap policy
     stops waiting for them: lost ones get state ``lost`` with the reason (a lost run that ends
     after all still records its result); settled ones the outcome their stored result holds.
     Returns the number of rows marked lost."""
-    lost, settled = lost_runs(now)
+    lost, settled = lost_runs(now, silence_counts=silence_counts)
     for task_id, state, fields in settled:
         if Dispatch.objects.filter(task_id=task_id, state=Dispatch.State.SENT).update(
                 state=state, **fields):

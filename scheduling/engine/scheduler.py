@@ -101,6 +101,8 @@ class LeasedScheduler(DatabaseScheduler):
             self.heartbeat.beat(now, leading=leading, version=self.planner.loaded_version)  # 3.
             if not leading:
                 return idle
+            if not was_leading:
+                self.dispatcher.leading_since = now
             if not was_leading or self.planner.stale:
                 self.planner.plan()  # continue from the ledger, not from what a standby knew
             self.dispatch(now)  # 4. dispatch

@@ -132,3 +132,13 @@ def db_backend():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         return cursor.fetchone()[0]
+
+
+@app.task(name="tests.fail_late", acks_late=True)
+def fail_late(path):
+    """Like ``hold``, acknowledged late, then fails for good (a dead letter): the database
+    fault test stops PostgreSQL while this runs, so the failure meets the outage."""
+    Path(f"{path}.started").touch()
+    while Path(path).exists():
+        time.sleep(0.05)
+    raise ValueError("failed for good while the database was away")

@@ -154,3 +154,48 @@ class OwnRedis:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (``initdb`` + ``pg_ctl`` as the ``postgres``
+    user) on a free port, stoppable and restartable: never the machine's shared server."""
+
+    def __init__(self, name: str = "billing"):
+        if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+            pytest.skip("initdb / pg_ctl are not installed: this test starts and stops a "
+                        "PostgreSQL cluster of its own")
+        import tempfile
+
+        self.port, self.name = free_port(), name
+        # Outside pytest's tmp_path, which is private to root: the cluster runs as postgres.
+        self.folder = Path(tempfile.mkdtemp(prefix="own-pg-"))
+        shutil.chown(self.folder, "postgres")
+        self.data, self.log = self.folder / "data", self.folder / "server.log"
+        self._as_postgres("initdb", "--auth=trust", "--username=postgres", "--no-sync",
+                          "--encoding=UTF8", "-D", str(self.data))
+
+    def _as_postgres(self, *argv: str, check: bool = True):
+        return subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=check,
+                              capture_output=True, text=True, timeout=120)
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{self.name}"
+
+    def start(self):
+        self._as_postgres(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60", "-o",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off", "start")
+        if not self._as_postgres("psql", "-h", "127.0.0.1", "-p", str(self.port), "-tAc",
+                                 f"SELECT 1 FROM pg_database WHERE datname = '{self.name}'",
+                                 "postgres").stdout.strip():
+            self._as_postgres("createdb", "-h", "127.0.0.1", "-p", str(self.port), self.name)
+
+    def stop(self, mode: str = "fast"):
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop",
+                          check=False)
+
+    def remove(self):
+        self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
