@@ -47,3 +47,61 @@ class Transport(redis.Transport):
 def use_for_redis_urls() -> None:
     for scheme in ("redis", "rediss"):
         TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+
+
+# --- messages a worker held when the broker went away -------------------------------------------
+# A worker holds messages it has not started: prefetched ones, and ones with an ETA (a retry's
+# countdown). When the connection drops, Celery forgets them ("they can't be acked anyway, as a
+# delivery tag is specific to the current channel") and kombu's attempt to give them back on close
+# fails, since Redis is the thing that went away. They stay in Redis's unacked set until the
+# visibility timeout (an hour by default) returns them to their queue. So the worker remembers
+# their delivery tags as it drops them and, connected again, gives them back to their queues at
+# once, through kombu's own restore (one Redis transaction per message, a no-op for one already
+# given back). Prefetching is also off (``CELERY_WORKER_DISABLE_PREFETCH``), so normally only ETA
+# messages are held at all.
+import structlog  # noqa: E402
+from celery import bootsteps  # noqa: E402
+from celery.worker import consumer as celery_consumer  # noqa: E402
+from celery.worker.state import (  # noqa: E402
+    active_requests,
+    reserved_requests,
+    scheduled_requests,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class Consumer(celery_consumer.Consumer):
+    """Celery's consumer, remembering the messages it drops on a lost connection."""
+
+    def on_close(self):
+        held = getattr(self, "held_on_close", None)
+        if held is None:
+            held = self.held_on_close = {}
+        for request in (*reserved_requests, *scheduled_requests):
+            tag = getattr(request.message, "delivery_tag", None)
+            if request not in active_requests and not request.acknowledged and tag:
+                held[tag] = request.id
+        super().on_close()
+
+
+class GiveBackHeld(bootsteps.StartStopStep):
+    """After (re)connecting: give the messages dropped with the old connection back to their
+    queues, so they run now rather than after the visibility timeout."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, c):
+        held = getattr(c, "held_on_close", None)
+        if not held:
+            return
+        restore = getattr(c.task_consumer.channel.qos, "restore_by_tag", None)
+        if restore is None:  # a transport without an unacked set (the filesystem broker)
+            held.clear()
+            return
+        given = 0
+        for tag in list(held):
+            restore(tag)  # a connection error here: the worker reconnects and tries again
+            held.pop(tag)
+            given += 1
+        log.warning("broker.held_messages_given_back", count=given)

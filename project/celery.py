@@ -13,6 +13,7 @@ broker.use_for_redis_urls()  # kombu's Redis transport, fixed to survive a Redis
 # Every task of the project gets the dead-letter base class (a DjangoTask subclass).
 app = Celery("project", task_cls="deadletters.base:BaseTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.steps["consumer"].add(broker.GiveBackHeld)  # (with CELERY_WORKER_CONSUMER, project/broker.py)
 app.autodiscover_tasks()
 
 

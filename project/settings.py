@@ -213,7 +213,7 @@ CELERY_ENABLE_UTC = True
 # (project/results.py): a run's state writes wait up to DB_OUTAGE_WAIT seconds for the database,
 # then late-acknowledged runs are put back on their queue rather than lost.
 CELERY_RESULT_BACKEND = "project.results:ResultBackend"
-DB_OUTAGE_WAIT = env_int("DB_OUTAGE_WAIT", 60, minimum=0)
+DB_OUTAGE_WAIT = env_int("DB_OUTAGE_WAIT", min(60, CELERY_TASK_SOFT_TIME_LIMIT // 4), minimum=0)
 if DB_OUTAGE_WAIT >= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured(
         f"DB_OUTAGE_WAIT ({DB_OUTAGE_WAIT}s) must be shorter than CELERY_TASK_SOFT_TIME_LIMIT "
@@ -227,6 +227,12 @@ CELERY_TASK_TRACK_STARTED = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A worker takes a message only when a pool process is free (Redis only): none waits in a busy
+# worker's memory, where a broker outage would strand it until the visibility timeout, and an
+# idle worker gets the next job instead. The ETA messages a worker still holds (a retry's
+# countdown) are given back to their queues after a reconnect (project/broker.py).
+CELERY_WORKER_DISABLE_PREFETCH = True
+CELERY_WORKER_CONSUMER = "project.broker:Consumer"
 # Workers keep their database connection across tasks (Celery's Django fixup otherwise closes
 # it before and after every task, so DB_CONN_MAX_AGE did nothing in workers): reopened after
 # this many tasks, after DB_CONN_MAX_AGE, after an error, or when the health check before a
