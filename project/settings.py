@@ -231,7 +231,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # worker's memory, where a broker outage would strand it until the visibility timeout, and an
 # idle worker gets the next job instead. The ETA messages a worker still holds (a retry's
 # countdown) are given back to their queues after a reconnect (project/broker.py).
-CELERY_WORKER_DISABLE_PREFETCH = True
+CELERY_WORKER_DISABLE_PREFETCH = env_bool("CELERY_WORKER_DISABLE_PREFETCH", True)
 CELERY_WORKER_CONSUMER = "project.broker:Consumer"
 # Workers keep their database connection across tasks (Celery's Django fixup otherwise closes
 # it before and after every task, so DB_CONN_MAX_AGE did nothing in workers): reopened after
