@@ -130,6 +130,7 @@ def main():
     every, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
     job, _ = PeriodicTask.objects.get_or_create(
         name="bench-noop", defaults={"task": "tests.noop", "interval": every, "enabled": False})
+    Dispatch.objects.filter(periodic_task=job).delete()  # (left by an interrupted run)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     variants = [
         Variant("stock", 10, log_dir, stock=True),
