@@ -12,7 +12,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/billing_bench
 
-.PHONY: install run test chaos lint bench bench-scheduler bench-deadletters bench-monitoring bench-status bench-workers
+.PHONY: install run test chaos lint bench bench-scheduler bench-deadletters bench-monitoring bench-status bench-workers bench-progress
 
 install: $(VENV)/.installed
 
@@ -66,7 +66,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 # Benchmarks run by hand on their own database (results: bench/README.md).
-BENCHES := bench bench-scheduler bench-deadletters bench-monitoring bench-status bench-workers
+BENCHES := bench bench-scheduler bench-deadletters bench-monitoring bench-status bench-workers bench-progress
 $(BENCHES): export DATABASE_URL = $(BENCH_DATABASE_URL)
 $(BENCHES): export DJANGO_DEBUG = 0
 $(BENCHES): export DJANGO_ENV_FILE =
@@ -92,3 +92,6 @@ bench-status: install
 
 bench-workers: install
 	$(VENV)/bin/python bench/workers.py $(BENCH_ARGS)
+
+bench-progress: install
+	$(VENV)/bin/python bench/progress.py $(BENCH_ARGS)
