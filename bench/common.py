@@ -38,6 +38,20 @@ def start_django() -> None:
     setup_test_environment()  # the admin test client reads response.context
 
 
+def disabled_job(name: str, task: str):
+    """A disabled hourly periodic task to hang benchmark ledger rows on, without the rows an
+    interrupted run left."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from scheduling.beat import Dispatch
+
+    every, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
+    job, _ = PeriodicTask.objects.get_or_create(
+        name=name, defaults={"task": task, "interval": every, "enabled": False})
+    Dispatch.objects.filter(periodic_task=job).delete()
+    return job
+
+
 def pct(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import configure, start_django  # noqa: E402
+from common import configure, disabled_job, start_django  # noqa: E402
 
 configure(LOG_LEVEL="warning")
 
@@ -31,7 +31,6 @@ def main():
 
     from django.db import connection
     from django.utils import timezone
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
     from scheduling.beat import Dispatch
     from scheduling.billing import demo
@@ -39,11 +38,7 @@ def main():
     from scheduling.billing.tasks import batching_options
     from scheduling.engine import ledger
 
-    every, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
-    job, _ = PeriodicTask.objects.get_or_create(
-        name="bench-progress", defaults={"task": "scheduling.expire_coupons",
-                                         "interval": every, "enabled": False})
-    Dispatch.objects.filter(periodic_task=job).delete()
+    job = disabled_job("bench-progress", "scheduling.expire_coupons")
 
     def reset(now):
         with connection.cursor() as cur:

@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, configure, start_django  # noqa: E402
+from common import ROOT, configure, disabled_job, start_django  # noqa: E402
 
 configure(LOG_LEVEL="warning")
 from tests.support.processes import Service, wait_for_ping, worker  # noqa: E402
@@ -123,14 +123,9 @@ def main():
     start_django()
     import tempfile
 
-    from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
     from scheduling.beat import Dispatch
 
-    every, _ = IntervalSchedule.objects.get_or_create(every=3600, period="seconds")
-    job, _ = PeriodicTask.objects.get_or_create(
-        name="bench-noop", defaults={"task": "tests.noop", "interval": every, "enabled": False})
-    Dispatch.objects.filter(periodic_task=job).delete()  # (left by an interrupted run)
+    job = disabled_job("bench-noop", "tests.noop")
     log_dir = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     variants = [
         Variant("stock", 10, log_dir, stock=True),
