@@ -26,7 +26,13 @@ instead would work too, but kombu would then print the broker URL as
 ``project.broker:Transport://…``, which Flower's broker page cannot read.
 """
 
+import structlog
+from celery import bootsteps
+from celery.worker import consumer as celery_consumer
+from celery.worker.state import active_requests, reserved_requests, scheduled_requests
 from kombu.transport import TRANSPORT_ALIASES, redis
+
+log = structlog.get_logger(__name__)
 
 
 class Channel(redis.Channel):
@@ -59,25 +65,13 @@ def use_for_redis_urls() -> None:
 # once, through kombu's own restore (one Redis transaction per message, a no-op for one already
 # given back). Prefetching is also off (``CELERY_WORKER_DISABLE_PREFETCH``), so normally only ETA
 # messages are held at all.
-import structlog  # noqa: E402
-from celery import bootsteps  # noqa: E402
-from celery.worker import consumer as celery_consumer  # noqa: E402
-from celery.worker.state import (  # noqa: E402
-    active_requests,
-    reserved_requests,
-    scheduled_requests,
-)
-
-log = structlog.get_logger(__name__)
 
 
 class Consumer(celery_consumer.Consumer):
     """Celery's consumer, remembering the messages it drops on a lost connection."""
 
     def on_close(self):
-        held = getattr(self, "held_on_close", None)
-        if held is None:
-            held = self.held_on_close = {}
+        held = self.__dict__.setdefault("held_on_close", {})  # delivery tag -> task id
         for request in (*reserved_requests, *scheduled_requests):
             tag = getattr(request.message, "delivery_tag", None)
             if request not in active_requests and not request.acknowledged and tag:

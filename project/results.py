@@ -59,10 +59,10 @@ class ResultBackend(DatabaseBackend):
                 lambda: store(task_id, result, state, traceback, request=request, **kwargs),
                 what=f"the {state} result of {task_id}")
         except DatabaseUnavailable as exc:
-            if state in PUT_BACK and getattr(current_task, "acks_late", False):
-                log.error("run.put_back", task_id=task_id, state=state, reason=str(exc))
-                raise Reject(exc, requeue=True) from exc
-            if state in PUT_BACK:
-                raise
-            log.error("result.not_stored", task_id=task_id, state=state, reason=str(exc))
-            return result
+            if state not in PUT_BACK:
+                log.error("result.not_stored", task_id=task_id, state=state, reason=str(exc))
+                return result
+            if not getattr(current_task, "acks_late", False):
+                raise  # acknowledged on receipt: Celery's own handling
+            log.error("run.put_back", task_id=task_id, state=state, reason=str(exc))
+            raise Reject(exc, requeue=True) from exc

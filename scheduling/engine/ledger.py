@@ -19,11 +19,12 @@ Retention is ``Dispatch.objects.prune()``, a batched queryset method.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import structlog
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -147,20 +148,23 @@ def _scheduled(request) -> bool:
     return bool(request is not None and getattr(request, "scheduled_slot", None))
 
 
-def _mark(task_id: str, **fields) -> int | None:
-    """Rows updated, or None when the write failed (logged)."""
+def _write(task_id: str, update, fields: dict) -> int | None:
+    """Run ``update() -> rows updated`` through a database outage; None when it failed (logged
+    with ``fields``, the row's own ``error`` as ``run_error``: ``error`` is the write's)."""
     try:
-        # A run that already succeeded stays succeeded (a second delivery failing does not undo
-        # the work the first one did; its dead letter says what went wrong).
-        return through_outage(
-            lambda: Dispatch.objects.filter(task_id=task_id).exclude(
-                state=Dispatch.State.SUCCEEDED).update(**fields),
-            what=f"the ledger row of {task_id}")
+        return through_outage(update, what=f"the ledger row of {task_id}")
     except (DatabaseError, InterfaceError) as exc:
-        # (the row's own ``error`` field is logged as ``run_error``: ``error`` is this one)
         log.error("ledger.write_failed", task_id=task_id, error=str(exc),
                   **{("run_error" if k == "error" else k): str(v) for k, v in fields.items()})
         return None
+
+
+def _mark(task_id: str, **fields) -> int | None:
+    """Rows updated, or None when the write failed (logged). A run that already succeeded stays
+    succeeded (a second delivery failing does not undo the work the first one did; its dead
+    letter says what went wrong)."""
+    return _write(task_id, lambda: Dispatch.objects.filter(task_id=task_id).exclude(
+        state=Dispatch.State.SUCCEEDED).update(**fields), fields)
 
 
 def progress_writer(request):
@@ -170,8 +174,6 @@ def progress_writer(request):
     by the unique task id per batch (its cost: bench/README.md)."""
     if not _scheduled(request) or not request.id:
         return None
-    from django.db import connection
-
     # Raw SQL: the ORM's update() costs more to build than the statement takes to run.
     table = Dispatch._meta.db_table
     sql = (f"UPDATE {table} SET rows_done = rows_done + %s, batches_done = batches_done + 1, "
@@ -189,10 +191,6 @@ def progress_writer(request):
 def _mark_succeeded(task_id: str, started_at, summary: dict | None) -> int | None:
     """``_mark`` for the one write every scheduled run makes, in raw SQL: building the ORM's
     update cost more than running it (bench/README.md, "Workers against the usual setup")."""
-    import json
-
-    from django.db import connection
-
     value = "%s::jsonb" if connection.vendor == "postgresql" else "%s"
     sql = (f"UPDATE {Dispatch._meta.db_table} SET state = %s, started_at = %s, "
            f"finished_at = %s, result = {value} WHERE task_id = %s AND state <> %s")
@@ -205,11 +203,7 @@ def _mark_succeeded(task_id: str, started_at, summary: dict | None) -> int | Non
             cursor.execute(sql, params)
             return cursor.rowcount
 
-    try:
-        return through_outage(update, what=f"the ledger row of {task_id}")
-    except (DatabaseError, InterfaceError) as exc:
-        log.error("ledger.write_failed", task_id=task_id, error=str(exc), state="succeeded")
-        return None
+    return _write(task_id, update, {"state": Dispatch.State.SUCCEEDED})
 
 
 def on_task_prerun(sender=None, task_id=None, task=None, **kwargs):
@@ -312,8 +306,6 @@ def lost_runs(now: dt.datetime, *, silence_counts: bool = True,
 
 
 def _from_result(result) -> tuple[str, dict]:
-    import json
-
     try:
         value = json.loads(result.result) if result.result else None
     except (TypeError, ValueError):
